@@ -1,0 +1,47 @@
+"""evaluate stage: accuracy and size of every variant on the test split."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+from tasks.data import Split
+from tasks.inference import TFLiteModel
+from tasks.params import EvaluateParams
+from tasks.train import accuracy, load_model
+
+
+def file_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk, and after gzip -9: what a sparse model saves in transfer and storage."""
+    data = path.read_bytes()
+    return {"size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
+
+
+def keras_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str, Any]:
+    """Accuracy and size of a saved Keras model."""
+    model = load_model(path)
+    return {"accuracy": round(accuracy(model, test.x, test.y, params.batch_size), 6), **file_sizes(path)}
+
+
+def tflite_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str, Any]:
+    """Accuracy, loss, size and I/O types of a .tflite model, run on LiteRT."""
+    model = TFLiteModel(path, num_threads=params.num_threads)
+    loss, acc = model.evaluate(test.x, test.y, batch_size=params.batch_size)
+    return {
+        "accuracy": round(acc, 6),
+        "loss": round(loss, 6),
+        **file_sizes(path),
+        "input_dtype": model.input_dtype.name,
+        "output_dtype": model.output_dtype.name,
+    }
+
+
+def compare(variants: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Headline ratios of the int8 model against the float .tflite reference."""
+    reference, int8 = variants["float_tflite"], variants["int8_tflite"]
+    return {
+        "int8_size_ratio": round(int8["size_bytes"] / reference["size_bytes"], 4),
+        "int8_gzip_ratio": round(int8["gzip_bytes"] / reference["gzip_bytes"], 4),
+        "int8_accuracy_drop": round(reference["accuracy"] - int8["accuracy"], 6),
+    }

@@ -1,0 +1,63 @@
+"""Where every artifact lives under data/ (one folder per layer, each a DVC out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Artifact paths of a project rooted at `root`."""
+
+    root: Path
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def raw(self) -> Path:
+        """The dataset as data/raw/<split>/<class>/<image>."""
+        return self.root / "data" / "raw"
+
+    @property
+    def calibration(self) -> Path:
+        """The representative set as data/calibration/<class>/<image>."""
+        return self.root / "data" / "calibration"
+
+    @property
+    def float_model(self) -> Path:
+        return self.root / "data" / "models" / "float.keras"
+
+    @property
+    def pruned_model(self) -> Path:
+        return self.root / "data" / "models" / "pruned.keras"
+
+    @property
+    def float_tflite(self) -> Path:
+        return self.root / "data" / "tflite" / "model_float.tflite"
+
+    @property
+    def int8_tflite(self) -> Path:
+        return self.root / "data" / "tflite" / "model_int8.tflite"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "data" / "reports"
+
+    @property
+    def train_report(self) -> Path:
+        return self.reports / "train.json"
+
+    @property
+    def prune_report(self) -> Path:
+        return self.reports / "prune.json"
+
+    @property
+    def quantize_report(self) -> Path:
+        return self.reports / "quantize.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics.json"

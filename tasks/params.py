@@ -1,0 +1,208 @@
+"""Typed, validated settings loaded once from params.yaml."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ParamsError
+
+PARAMS_FILE = "params.yaml"
+
+_SOURCE = re.compile(r"^(digits|folder:.+|tfds:[\w/.:-]+)$")
+
+
+class _Section(BaseModel):
+    # No defaults in code: params.yaml is the only source of truth, so a missing key is an error.
+    # frozen: a stage cannot change its settings behind the lock file's back;
+    # forbid: a typo in params.yaml is an error, not a silently ignored key.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataParams(_Section):
+    """Where the images come from and how they are split."""
+
+    source: str
+    image_size: int = Field(ge=4, le=1024)
+    channels: Literal[1, 3]
+    test_fraction: float = Field(gt=0.0, lt=1.0)
+    calibration_size: int = Field(ge=1, le=100_000)
+    seed: int = Field(ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if not _SOURCE.match(value):
+            raise ValueError(f"must be 'digits', 'folder:<path>' or 'tfds:<name>' (got {value!r})")
+        return value
+
+    @property
+    def kind(self) -> str:
+        """The source kind: digits, folder or tfds."""
+        return self.source.split(":", 1)[0]
+
+    @property
+    def location(self) -> str:
+        """The part after 'folder:' or 'tfds:' (empty for digits)."""
+        return self.source.split(":", 1)[1] if ":" in self.source else ""
+
+
+class TrainParams(_Section):
+    """Float model size and training schedule."""
+
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=65_536)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    conv_filters: int = Field(ge=1, le=1024)
+    dense_units: int = Field(ge=1, le=65_536)
+    seed: int = Field(ge=0)
+
+
+class PruneParams(_Section):
+    """Magnitude pruning with tfmot's PolynomialDecay schedule."""
+
+    enabled: bool
+    initial_sparsity: float = Field(ge=0.0, lt=1.0)
+    final_sparsity: float = Field(ge=0.0, lt=1.0)
+    epochs: int = Field(ge=1, le=10_000)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    frequency: int = Field(ge=1)
+    min_layer_weights: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ramp_goes_up(self) -> PruneParams:
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity ({self.final_sparsity})"
+            )
+        return self
+
+
+class QuantizeParams(_Section):
+    """Full-integer post-training quantization."""
+
+    io_dtype: Literal["int8", "uint8"]
+
+
+class EvaluateParams(_Section):
+    """How the variants are scored."""
+
+    batch_size: int = Field(ge=1, le=65_536)
+    num_threads: int = Field(ge=1, le=256)
+
+
+class Params(_Section):
+    """All settings, one section per stage."""
+
+    data: DataParams
+    train: TrainParams
+    prune: PruneParams
+    quantize: QuantizeParams
+    evaluate: EvaluateParams
+
+    def flat(self) -> dict[str, Any]:
+        """Params as {'section.key': value}, the form DVC and MLflow use."""
+        return {
+            f"{section}.{key}": value for section, values in self.model_dump().items() for key, value in values.items()
+        }
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    """One line naming the first offending key and what is allowed."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        return f"{origin}: missing key '{key}' (every key is required; see the project's params.yaml)"
+    if first["type"] == "extra_forbidden":
+        section = first["loc"][0] if len(first["loc"]) > 1 else None
+        model: type[BaseModel] = Params
+        if section is not None and section in Params.model_fields:
+            annotation = Params.model_fields[str(section)].annotation
+            assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            model = annotation
+        allowed = ", ".join(model.model_fields)
+        return f"{origin}: unknown key '{key}' (allowed: {allowed})"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":  # our own validators already quote the value
+        return f"{origin}: {key}: {message}"
+    return f"{origin}: {key}: {message} (got {first.get('input')!r})"
+
+
+def parse_params(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
+    """Validate a params mapping; raise ParamsError naming the key on bad input."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_describe(error, origin)) from None
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """Read params.yaml as a plain mapping."""
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found (run from the project folder or pass --project)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}:{where} is not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections (data, train, ...)")
+    return raw
+
+
+def load_params(path: Path) -> Params:
+    """Load and validate params.yaml."""
+    return parse_params(read_params_file(path), origin=path.name)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split 'section.key=value' into its parts; the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name or "." in name:
+        raise ParamsError(f"-S {text!r}: expected section.key=value, e.g. prune.final_sparsity=0.6")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return section, name, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of raw params with each 'section.key=value' applied."""
+    merged = {section: dict(values or {}) for section, values in raw.items()}
+    for text in overrides:
+        section, name, value = parse_override(text)
+        merged.setdefault(section, {})[name] = value
+    return merged
+
+
+def write_overrides(path: Path, overrides: list[str]) -> Params:
+    """Validate overrides, then write them into params.yaml keeping its comments.
+
+    Like `dvc exp run -S`, the override lands in the params file so that dvc.lock,
+    `dvc status` and the MLflow run all describe the same values. Nothing is written
+    when any override is invalid.
+    """
+    params = parse_params(apply_overrides(read_params_file(path), overrides), origin="-S")
+    if not overrides:
+        return params
+    from ruamel.yaml import YAML  # round-trip loader, ships with DVC
+
+    round_trip = YAML()
+    document = round_trip.load(path.read_text())
+    for text in overrides:
+        section, name, value = parse_override(text)
+        if document.get(section) is None:
+            document[section] = {}
+        document[section][name] = value
+    tmp = path.with_suffix(".yaml.tmp")
+    with tmp.open("w") as handle:
+        round_trip.dump(document, handle)
+    tmp.replace(path)
+    return params

@@ -1,0 +1,126 @@
+"""MLflow: one run per pipeline run, with params, per-variant metrics, artifacts and lineage tags."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tasks.layout import Layout
+from tasks.params import Params
+from tasks.pipeline import StageOutcome
+from tasks.timing import Timings
+from tasks.versioning import code_version, lock_out_hashes
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "edgecompress"
+
+
+def tracking_uri(root: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else a SQLite store in the project folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def configure(root: Path) -> str:
+    """Point MLflow at the project's store and experiment; return the tracking URI."""
+    import mlflow
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        # With the local default, artifacts sit beside mlflow.db rather than in the caller's cwd.
+        location = None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+class TrackedRun:
+    """The MLflow run of one pipeline run; every call is timed under 'tracking'."""
+
+    def __init__(self, run_id: str, timings: Timings) -> None:
+        self.run_id = run_id
+        self._timings = timings
+
+    def log_outcome(self, layout: Layout, outcomes: list[StageOutcome]) -> dict[str, Any]:
+        """Log every stage's metrics and timing, the models, the reports and the data hashes.
+
+        Metrics come from the reports on disk, not from what ran, so a run whose stages were
+        all current still records the metrics of the outputs it stands for.
+        """
+        import mlflow
+
+        with self._timings.measure("tracking"):
+            metrics = read_reports(layout)
+            flat: dict[str, float] = {}
+            for stage, summary in metrics.items():
+                flat.update(metric_items(stage, summary))
+            flat.update({f"seconds.{o.name}": round(o.seconds, 3) for o in outcomes})
+            mlflow.log_metrics(flat)
+            mlflow.set_tags({f"stage.{o.name}": "ran" if o.ran else "skipped" for o in outcomes})
+            hashes = lock_out_hashes(layout.root)
+            mlflow.set_tags(
+                {
+                    "dvc.raw_md5": hashes.get("data/raw", ""),
+                    "dvc.calibration_md5": hashes.get("data/calibration", ""),
+                }
+            )
+            for path in (layout.float_tflite, layout.int8_tflite):
+                mlflow.log_artifact(str(path), artifact_path="tflite")
+            for path in sorted(layout.reports.glob("*.json")):
+                mlflow.log_artifact(str(path), artifact_path="reports")
+            mlflow.log_artifact(str(layout.root / "dvc.lock"))
+        return metrics
+
+
+@contextmanager
+def pipeline_run(root: Path, params: Params, timings: Timings) -> Iterator[TrackedRun]:
+    """An MLflow run that ends FINISHED only when the block succeeds (FAILED otherwise)."""
+    import mlflow
+
+    with timings.measure("tracking"):
+        configure(root)
+        code = code_version(root)
+        run = mlflow.start_run()
+        mlflow.log_params(params.flat())
+        mlflow.set_tags({"git.commit": code.commit, "git.dirty": str(code.dirty).lower()})
+    status = "FAILED"
+    try:
+        yield TrackedRun(run.info.run_id, timings)
+        status = "FINISHED"
+    finally:
+        with timings.measure("tracking"):
+            mlflow.end_run(status)
+
+
+def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
+    """Each stage's report as {stage: values}; evaluate's variants are lifted to the top."""
+    reports = {
+        name: json.loads(path.read_text())
+        for name, path in (
+            ("train", layout.train_report),
+            ("prune", layout.prune_report),
+            ("quantize", layout.quantize_report),
+            ("evaluate", layout.metrics),
+        )
+    }
+    evaluation = reports["evaluate"]
+    reports["evaluate"] = {**evaluation["variants"], **evaluation["summary"], "test_images": evaluation["test_images"]}
+    return reports
+
+
+def metric_items(stage: str, summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a stage summary as '<stage>.<path>' metrics (booleans and text left out)."""
+    items: dict[str, float] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items.update(metric_items(stage, value, prefix=f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            items[f"{stage}.{name}"] = float(value)
+    return items

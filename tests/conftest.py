@@ -1,0 +1,113 @@
+"""Shared fixtures: the project's own params with tiny budgets, and throwaway git + DVC projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import tasks  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from tasks.layout import Layout
+from tasks.params import Params, apply_overrides, parse_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small budgets: enough epochs to learn the digits, few enough for a unit test.
+TINY = [
+    "train.epochs=4",
+    "prune.epochs=2",
+    "prune.frequency=5",
+    "data.calibration_size=50",
+]
+
+# What a fresh clone holds that the pipeline needs; everything under data/ is generated.
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")
+
+
+def repo_params(overrides: list[str] | None = None) -> Params:
+    """The repository's params.yaml with the tiny budgets and any further overrides."""
+    raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
+    return parse_params(apply_overrides(raw, [*TINY, *(overrides or [])]))
+
+
+@pytest.fixture
+def params() -> Params:
+    return repo_params()
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    return Layout(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Params]:
+    """A folder where prepare, train and prune have run once on the tiny budget (shared, read-only)."""
+    from tasks.stages import prepare, prune, train
+
+    layout = Layout(tmp_path_factory.mktemp("trained"))
+    params = repo_params()
+    prepare(layout, params)
+    train(layout, params)
+    prune(layout, params)
+    return layout, params
+
+
+BIN = Path(sys.executable).parent
+
+
+def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The DVC command line of this environment, with its `edgecompress` on PATH for `dvc repro`."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+
+
+def make_project(target: Path, overrides: list[str] | None = None) -> Layout:
+    """A copy of the project as a fresh clone would have it, as its own git + DVC repository."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, target / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "config.local")
+            )
+        else:
+            shutil.copy2(source, target / name)
+    if overrides is not None:
+        from tasks.params import write_overrides
+
+        write_overrides(target / "params.yaml", overrides)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=target, check=True)
+    # Keep DVC's remote for this copy inside the test's own folder.
+    remote = target.parent / f"{target.name}-dvcstore"
+    dvc("remote", "add", "--local", "-d", "-f", "local", str(remote), cwd=target)
+    return Layout(target)
+
+
+@pytest.fixture
+def clean_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Use each project's own MLflow store, whatever the developer's shell has set."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect API for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows  # noqa: F401  (Prefect settings for a small machine)
+
+    # None: wait as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS allows (slow on 2 cores).
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
