@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,30 +29,33 @@ class CodeVersion:
     dirty: bool
 
 
-def _repo(root: Path) -> Any:
+@contextmanager
+def _repo(root: Path) -> Iterator[Any]:
+    """DVC's Repo for the project, with the working directory inside it.
+
+    DVC resolves stage paths against the process's working directory, not the repo root, so a
+    caller elsewhere (a test, a Prefect worker) would otherwise have its outs taken as external.
+    """
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     # DVC announces every lock-file write at INFO; the flow reports what ran instead.
     logging.getLogger("dvc").setLevel(logging.WARNING)
-    try:
-        return Repo(str(root))
-    except NotDvcRepoError:
-        raise EdgecompressError(
-            f"{root}: not a DVC repository; run from the project folder (or `git init && dvc init` a copy)"
-        ) from None
+    with chdir(root):
+        try:
+            repo = Repo(str(root))
+        except NotDvcRepoError:
+            raise EdgecompressError(
+                f"{root}: not a DVC repository; run from the project folder (or `git init && dvc init` a copy)"
+            ) from None
+        with repo:
+            yield repo
 
 
 def changed_stages(root: Path, names: list[str]) -> dict[str, list[Any]]:
     """What DVC reports changed for each named stage (empty when the stage is up to date)."""
     with _repo(root) as repo:
         return {name: repo.status(targets=[name]).get(name, []) for name in names}
-
-
-def stage_is_current(root: Path, name: str) -> bool:
-    """True when dvc.lock matches the stage's deps, params and outs in the work tree."""
-    with _repo(root) as repo:
-        return not repo.status(targets=[name])
 
 
 def record_stage(root: Path, name: str) -> None:

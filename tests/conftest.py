@@ -73,6 +73,7 @@ def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def make_project(target: Path, overrides: list[str] | None = None) -> Layout:
     """A copy of the project as a fresh clone would have it, as its own git + DVC repository."""
+    target.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = REPO / name
         if source.is_dir():

@@ -1,0 +1,83 @@
+"""The `edgecompress` command as a user runs it: one-line errors, non-zero exits, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.layout import Layout
+from tests.conftest import TINY, make_project
+
+EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+
+
+def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Layout:
+    return make_project(tmp_path / "project", overrides=TINY)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *named: str) -> None:
+    assert result.returncode != 0
+    # One error line (Prefect may still log its server stopping after it, at exit).
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for text in named:
+        assert text in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("prune.final_sparsity=1.5", "prune.final_sparsity"),
+        ("train.epochs=-1", "train.epochs"),
+        ("prune.unknown_knob=3", "prune.unknown_knob"),
+    ],
+)
+def test_bad_override_is_refused_before_anything_runs(project: Layout, override: str, named: str) -> None:
+    before = project.params_file.read_bytes()
+    assert_refused(edgecompress("run", "-S", override, cwd=project.root), named)
+    assert project.params_file.read_bytes() == before
+    assert not (project.root / "mlflow.db").exists()
+    assert not (project.root / "data" / "raw").exists()
+
+
+def test_unknown_key_in_params_file(project: Layout) -> None:
+    text = project.params_file.read_text().replace("prune:\n", "prune:\n  sparsity_goal: 0.5\n")
+    project.params_file.write_text(text)
+    assert_refused(edgecompress("run", cwd=project.root), "prune.sparsity_goal")
+
+
+def test_unknown_stage(project: Layout) -> None:
+    assert_refused(edgecompress("stage", "distill", cwd=project.root), "distill")
+
+
+def test_outside_a_project(tmp_path: Path) -> None:
+    assert_refused(edgecompress("run", cwd=tmp_path), "params.yaml")
+
+
+@pytest.mark.slow
+def test_missing_data_folder_fails_cleanly(project: Layout, tmp_path: Path) -> None:
+    before = project.params_file.read_bytes()
+    result = edgecompress("run", "-S", f"data.source=folder:{tmp_path / 'absent'}", cwd=project.root)
+    assert_refused(result, "absent does not exist")
+    assert project.params_file.read_bytes() == before  # a failed run keeps no -S override
+    assert not (project.root / "data" / "raw").exists()
+
+
+@pytest.mark.slow
+def test_run_prints_variants_and_where_the_time_went(project: Layout) -> None:
+    result = edgecompress("run", cwd=project.root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in ("int8_tflite", "float_tflite", "pruned", "tracking (MLflow)", "start-up", "total"):
+        assert text in result.stdout
+    assert "skipped" not in result.stdout
