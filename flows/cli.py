@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -48,6 +49,7 @@ def run(
     """Run the compression flow (prepare, train, prune, quantize, evaluate) under Prefect."""
     from tasks.errors import EdgecompressError
     from tasks.fsutil import write_text
+    from tasks.gate import GateFailed
     from tasks.params import write_overrides
 
     root = project.resolve()
@@ -58,18 +60,22 @@ def run(
         write_overrides(params_file, list(set_ or []))
     except EdgecompressError as error:
         _fail(str(error))
-    from flows.compress import compress
+    from flows.compress import compress, flush_prefect_services
 
     # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
     logging.getLogger("tasks").setLevel(logging.INFO)
     try:
         report = compress(project=str(root))
     except BaseException as error:
+        flush_prefect_services()
         if original is not None and set_:
             write_text(params_file, original)
+        if isinstance(error, GateFailed):
+            _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
         if isinstance(error, EdgecompressError):
             _fail(str(error))
         raise
+    flush_prefect_services()
     _print_report(report, process_started=time.time() - _process_age(), finished=time.time())
 
 
@@ -123,7 +129,198 @@ def _print_report(report: RunReport, process_started: float, finished: float) ->
     timing.add_row("start-up (imports, Prefect server)", "", f"{startup:.1f}")
     timing.add_row("total", "", f"{finished - process_started:.1f}", style="bold")
     console.print(timing)
+    _print_gate(report.gate.to_dict())
     console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
+    if report.version is not None:
+        console.print(f"registered version {report.version} as 'candidate'")
+    if report.promoted is not None:
+        console.print(report.promoted.message)
+
+
+def _print_gate(gate: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"gate: {gate['verdict']}")
+    for column in ("check", "observed", "threshold", "verdict", "note"):
+        table.add_column(column)
+    for check in gate["checks"]:
+        observed = "-" if check["observed"] is None else f"{check['observed']:.6g}"
+        threshold = "-" if check["threshold"] is None else f"{check['comparison']} {check['threshold']:.6g}"
+        style = {"fail": "red", "pass": "green"}.get(check["verdict"], "dim")
+        table.add_row(check["name"], observed, threshold, check["verdict"], check["note"], style=style)
+    Console().print(table)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Registered model (default: registry.model_name in params.yaml).")
+]
+
+
+def _registry_target(project: Path, model: str | None) -> tuple[str, str]:
+    """(tracking URI, model name) for the registry commands."""
+    from tasks.errors import EdgecompressError
+    from tasks.params import load_params
+    from tasks.tracking import tracking_uri
+
+    root = project.resolve()
+    if model is None:
+        try:
+            model = load_params(root / "params.yaml").registry.model_name
+        except EdgecompressError as error:
+            _fail(f"{error} (or pass --model)")
+    assert model is not None
+    return tracking_uri(root), model
+
+
+def _registry_call(function: Any, *args: Any) -> Any:
+    from tasks.errors import EdgecompressError
+
+    try:
+        return function(*args)
+    except EdgecompressError as error:
+        _fail(str(error))
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Version to promote (default: candidate).")
+    ] = None,
+    model: ModelOption = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Move the `champion` alias to a gated version; the old champion becomes `previous-champion`."""
+    from tasks import registry
+
+    uri, name = _registry_target(project, model)
+    typer.echo(_registry_call(registry.promote, uri, name, version).message)
+
+
+@app.command()
+def rollback(model: ModelOption = None, project: ProjectOption = Path(".")) -> None:
+    """Move `champion` back to `previous-champion` (a second rollback undoes the first)."""
+    from tasks import registry
+
+    uri, name = _registry_target(project, model)
+    typer.echo(_registry_call(registry.rollback, uri, name).message)
+
+
+@app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(help="MODEL@ALIAS, MODEL@VERSION, or just ALIAS / VERSION.")] = "champion",
+    as_json: JsonOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Show how a model version was made: run, params, metrics, gate checks, data hashes, code."""
+    from tasks import registry
+
+    named = ref.rpartition("@")[0] or None
+    uri, default = _registry_target(project, named)
+    name, which = registry.parse_ref(ref, default)
+    record = _registry_call(registry.lineage, uri, name, which)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    aliases = ", ".join(record["aliases"]) or "no alias"
+    console.print(f"[bold]{name} version {record['version']}[/bold] ({aliases})  run {record['run_id']}")
+    dirty = " (uncommitted changes)" if record["code"]["dirty"] == "true" else ""
+    console.print(f"code: git {record['code']['commit']}{dirty}")
+    data = Table(title="data (DVC hashes recorded in the run's dvc.lock)")
+    data.add_column("path")
+    data.add_column("md5")
+    for path, md5 in record["data"].items():
+        data.add_row(path, md5)
+    console.print(data)
+    if record["gate"]:
+        _print_gate(record["gate"])
+    metrics = Table(title="metrics")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for key, value in record["metrics"].items():
+        if key.startswith("evaluate.") or key.startswith("prune.sparsity"):
+            metrics.add_row(key, f"{value:.6g}")
+    console.print(metrics)
+    params = Table(title="params")
+    params.add_column("param")
+    params.add_column("value")
+    for key, value in record["params"].items():
+        params.add_row(key, value)
+    console.print(params)
+
+
+@app.command()
+def history(model: ModelOption = None, as_json: JsonOption = False, project: ProjectOption = Path(".")) -> None:
+    """List the registered versions with their gate verdict, key metrics and aliases."""
+    from tasks import registry
+
+    uri, name = _registry_target(project, model)
+    rows = _registry_call(registry.history, uri, name)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name} versions")
+    for column in ("version", "aliases", "gate", "int8 acc", "float acc", "int8 bytes", "sparsity", "commit"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            ", ".join(row["aliases"]),
+            row["gate"],
+            _num(row["int8_accuracy"], ".4f"),
+            _num(row["float_accuracy"], ".4f"),
+            _num(row["int8_size_bytes"], ",.0f"),
+            _num(row["sparsity"], ".3f"),
+            row["git_commit"],
+        )
+    Console().print(table)
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@app.command()
+def diff(
+    first: Annotated[str, typer.Argument(help="A version or alias (MODEL@ allowed).")],
+    second: Annotated[str, typer.Argument(help="Another version or alias.")],
+    as_json: JsonOption = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Show what differs between two versions: params, metrics, data hashes and code."""
+    from tasks import registry
+
+    uri, default = _registry_target(project, first.rpartition("@")[0] or None)
+    name, a = registry.parse_ref(first, default)
+    _, b = registry.parse_ref(second, name)
+    result = _registry_call(registry.diff, uri, name, a, b)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    va, vb = result["versions"]
+    for section in ("params", "metrics", "data", "code"):
+        table = Table(title=f"{section}: version {va} vs {vb}")
+        table.add_column("key")
+        table.add_column(f"v{va}")
+        table.add_column(f"v{vb}")
+        for key, (left, right) in result[section].items():
+            table.add_row(key, str(left), str(right))
+        if result[section]:
+            console.print(table)
+        else:
+            console.print(f"{section}: no difference")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The compression flow: prepare -> train -> prune -> quantize -> evaluate, tracked in MLflow."""
+"""The compression flow: prepare -> train -> prune -> quantize -> evaluate -> gate -> register -> (promote)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import pipeline, tracking
+from tasks import pipeline, registry, tracking
 from tasks.errors import EdgecompressError
+from tasks.gate import GateFailed, GateResult, run_gate
 from tasks.layout import Layout
 from tasks.params import Params, load_params
 from tasks.timing import Timings
@@ -20,12 +22,15 @@ from tasks.timing import Timings
 
 @dataclass
 class RunReport:
-    """What a flow run did: per-stage outcomes, the metrics, the MLflow run, where time went."""
+    """What a flow run did: stages, metrics, gate, registry changes, the MLflow run, where time went."""
 
     run_id: str
     tracking_uri: str
     stages: list[pipeline.StageOutcome]
     metrics: dict[str, Any]
+    gate: GateResult
+    version: str | None = None
+    promoted: registry.Moved | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
 
@@ -47,6 +52,25 @@ def _quiet_expected_errors() -> None:
             logger.addFilter(_ExpectedErrorsInOneLine())
 
 
+def flush_prefect_services(timeout: float = 30.0) -> None:
+    """Deliver Prefect's queued logs and events now, before the interpreter starts shutting down.
+
+    Prefect 3.8 drops its last strong reference to a queue service's asyncio task when it drains
+    the service. If the garbage collector runs in that window (likelier after a TensorFlow run
+    has filled the heap), the task is finalised from the main thread, its wake-up never reaches
+    the event loop, and the drain Prefect registers for interpreter exit waits forever. Freezing
+    the objects alive now keeps the task reachable until it has finished.
+    """
+    import gc
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    gc.freeze()
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
 @task(cache_policy=NO_CACHE)
 def stage(layout: Layout, params: Params, name: str) -> pipeline.StageOutcome:
     """One pipeline stage, skipped when DVC reports it up to date."""
@@ -57,14 +81,45 @@ def _stage(name: str, layout: Layout, params: Params) -> pipeline.StageOutcome:
     return stage.with_options(name=name, task_run_name=name)(layout, params, name)
 
 
+@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def champion(uri: str, params: Params) -> float | None:
+    """The current champion's int8 accuracy, if there is a champion."""
+    return registry.champion_accuracy(uri, params.registry.model_name)
+
+
+@task(cache_policy=NO_CACHE)
+def gate(layout: Layout, params: Params, champion_accuracy: float | None, run: tracking.TrackedRun) -> GateResult:
+    """Check the int8 model against every threshold; record the verdict in gate.json, MLflow and Prefect."""
+    result = run_gate(layout, params.gate, champion_accuracy)
+    run.log_gate(layout, result)
+    create_markdown_artifact(key="gate", markdown=result.markdown(), description=result.summary())
+    return result
+
+
+@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def register(uri: str, layout: Layout, params: Params, run: tracking.TrackedRun, result: GateResult) -> str:
+    """Register the gated int8 model as a new version aliased `candidate`."""
+    return registry.register(uri, layout, params, run.run_id, result, tracking.read_reports(layout)["evaluate"])
+
+
+@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def promote_if_better(uri: str, params: Params, version: str, accuracy: float) -> registry.Moved | None:
+    """With registry.auto_promote, make the candidate champion when it beats the current one."""
+    if not registry.beats_champion(uri, params.registry.model_name, accuracy):
+        return None
+    return registry.promote(uri, params.registry.model_name, version)
+
+
 @flow(name="compress", log_prints=True)
 def compress(project: str = ".") -> RunReport:
-    """Run the pipeline in-process on the project at `project`, one MLflow run per flow run."""
+    """Run the pipeline in-process on the project at `project`; register the model if it passes the gate."""
     started_at = time.time()
     _quiet_expected_errors()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
+    uri = tracking.tracking_uri(layout.root)
     timings = Timings()
+    version = promoted = None
     with tracking.pipeline_run(layout.root, params, timings) as run:
         outcomes = [
             _stage("prepare", layout, params),
@@ -74,11 +129,21 @@ def compress(project: str = ".") -> RunReport:
             _stage("evaluate", layout, params),
         ]
         metrics = run.log_outcome(layout, outcomes)
+        verdict = gate(layout, params, champion(uri, params), run)
+        if verdict.passed:
+            version = register(uri, layout, params, run, verdict)
+            if params.registry.auto_promote:
+                promoted = promote_if_better(uri, params, version, metrics["evaluate"]["int8_tflite"]["accuracy"])
+    if not verdict.passed:
+        raise GateFailed(verdict.summary())
     return RunReport(
         run_id=run.run_id,
-        tracking_uri=tracking.tracking_uri(layout.root),
+        tracking_uri=uri,
         stages=outcomes,
         metrics=metrics,
+        gate=verdict,
+        version=version,
+        promoted=promoted,
         seconds=dict(timings.seconds),
         started_at=started_at,
     )

@@ -28,9 +28,12 @@ def tflite_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str,
     """Accuracy, loss, size and I/O types of a .tflite model, run on LiteRT."""
     model = TFLiteModel(path, num_threads=params.num_threads)
     loss, acc = model.evaluate(test.x, test.y, batch_size=params.batch_size)
+    # Latency as a device would see it: one image at a time, one thread.
+    latency = TFLiteModel(path, num_threads=1).latency_ms(test.x[0], runs=params.latency_runs)
     return {
         "accuracy": round(acc, 6),
         "loss": round(loss, 6),
+        "latency_ms": round(latency, 4),
         **file_sizes(path),
         "input_dtype": model.input_dtype.name,
         "output_dtype": model.output_dtype.name,

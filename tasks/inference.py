@@ -76,6 +76,21 @@ class TFLiteModel:
             outputs.append(self._dequantize(self._interpreter.get_tensor(self._output["index"])))
         return np.concatenate(outputs)
 
+    def latency_ms(self, sample: np.ndarray, runs: int, warmup: int = 5) -> float:
+        """Median milliseconds of one batch-1 invoke on `sample` (input setting included)."""
+        import time
+
+        self._resize(1)
+        quantized = self._quantize(sample[np.newaxis])
+        timings = []
+        for run in range(warmup + runs):
+            started = time.perf_counter()
+            self._interpreter.set_tensor(self._input["index"], quantized)
+            self._interpreter.invoke()
+            if run >= warmup:
+                timings.append(time.perf_counter() - started)
+        return float(np.median(timings) * 1000.0)
+
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 32) -> tuple[float, float]:
         """(sparse categorical cross-entropy, accuracy), as keras.Model.evaluate returns them."""
         probabilities = self.predict(x, batch_size=batch_size)

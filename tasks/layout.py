@@ -61,3 +61,12 @@ class Layout:
     @property
     def metrics(self) -> Path:
         return self.reports / "metrics.json"
+
+    @property
+    def edgetpu_report(self) -> Path:
+        return self.reports / "edgetpu.json"
+
+    @property
+    def gate_report(self) -> Path:
+        """Not a DVC out: the verdict depends on the registry's champion, not only on files."""
+        return self.reports / "gate.json"

@@ -93,6 +93,28 @@ class EvaluateParams(_Section):
 
     batch_size: int = Field(ge=1, le=65_536)
     num_threads: int = Field(ge=1, le=256)
+    latency_runs: int = Field(ge=1, le=100_000)
+
+
+class GateParams(_Section):
+    """Thresholds the shipped int8 model must meet; null switches a check off."""
+
+    min_accuracy: float | None = Field(ge=0.0, le=1.0)
+    max_accuracy_drop: float | None = Field(ge=0.0, le=1.0)
+    max_relative_drop: float | None = Field(ge=0.0, le=1.0)
+    max_regression_vs_champion: float | None = Field(ge=0.0, le=1.0)
+    max_size_bytes: int | None = Field(ge=1)
+    max_latency_ms: float | None = Field(gt=0.0)
+    min_edgetpu_mapped_fraction: float | None = Field(ge=0.0, le=1.0)
+    max_edgetpu_subgraphs: int | None = Field(ge=1)
+    max_edgetpu_off_chip_bytes: int | None = Field(ge=0)
+
+
+class RegistryParams(_Section):
+    """Where a passing candidate is registered, and whether it is promoted automatically."""
+
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    auto_promote: bool
 
 
 class Params(_Section):
@@ -103,6 +125,8 @@ class Params(_Section):
     prune: PruneParams
     quantize: QuantizeParams
     evaluate: EvaluateParams
+    gate: GateParams
+    registry: RegistryParams
 
     def flat(self) -> dict[str, Any]:
         """Params as {'section.key': value}, the form DVC and MLflow use."""

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.gate import GateResult
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.pipeline import StageOutcome
@@ -72,10 +73,20 @@ class TrackedRun:
             )
             for path in (layout.float_tflite, layout.int8_tflite):
                 mlflow.log_artifact(str(path), artifact_path="tflite")
-            for path in sorted(layout.reports.glob("*.json")):
+            for path in (layout.train_report, layout.prune_report, layout.quantize_report, layout.metrics):
                 mlflow.log_artifact(str(path), artifact_path="reports")
             mlflow.log_artifact(str(layout.root / "dvc.lock"))
         return metrics
+
+    def log_gate(self, layout: Layout, result: GateResult) -> None:
+        """The gate verdict as a tag, each check's observed value as a metric, gate.json as an artifact."""
+        import mlflow
+
+        with self._timings.measure("tracking"):
+            mlflow.set_tag("gate.verdict", result.verdict)
+            observed = {f"gate.{c.name}": c.observed for c in result.checks if c.observed is not None}
+            mlflow.log_metrics({name: float(value) for name, value in observed.items()})
+            mlflow.log_artifact(str(layout.gate_report), artifact_path="reports")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -112,3 +113,4 @@ def prefect_server() -> Iterator[None]:
     # None: wait as long as PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS allows (slow on 2 cores).
     with prefect_test_harness(server_startup_timeout=None):
         yield
+        gc.freeze()  # see flows.compress.flush_prefect_services: keeps the harness's drain from hanging

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from flows.compress import RunReport, compress
+from tasks import registry
 from tasks.errors import DataError
+from tasks.gate import GateFailed
 from tasks.layout import Layout
 from tasks.params import write_overrides
 from tests.conftest import TINY, dvc, make_project
@@ -46,6 +48,18 @@ def first(project: Layout) -> RunReport:
     return compress(project=str(project.root))
 
 
+MODEL = "edgecompress-digits"
+
+
+def versions(report: RunReport) -> list[str]:
+    return sorted(str(v.version) for v in registry.client(report.tracking_uri).search_model_versions(f"name='{MODEL}'"))
+
+
+def aliases(report: RunReport) -> dict[str, str]:
+    model = registry.client(report.tracking_uri).get_registered_model(MODEL)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
 def test_first_run_runs_every_stage_and_leaves_dvc_clean(project: Layout, first: RunReport) -> None:
     assert ran(first) == ["prepare", "train", "prune", "quantize", "evaluate"]
     assert dvc_status(project) == {}
@@ -77,6 +91,19 @@ def test_mlflow_run_has_metrics_artifacts_and_lineage_tags(project: Layout, firs
     assert {"tflite/model_int8.tflite", "tflite/model_float.tflite", "reports/metrics.json"} <= artifacts
 
 
+def test_passing_run_registers_a_tagged_candidate(project: Layout, first: RunReport) -> None:
+    assert first.gate.passed
+    assert first.version == "1"
+    assert aliases(first) == {"candidate": "1"}
+    tags = registry.client(first.tracking_uri).get_model_version(MODEL, "1").tags
+    assert tags["gate.verdict"] == "passed"
+    assert tags["run_id"] == first.run_id
+    assert tags["dvc.calibration_md5"] == lock_hash(project, "data/calibration")
+    assert tags["git.commit"] == registry.client(first.tracking_uri).get_run(first.run_id).data.tags["git.commit"]
+    gate = json.loads(project.gate_report.read_text())
+    assert gate["verdict"] == "passed" and {c["name"] for c in gate["checks"]} >= {"accuracy", "accuracy_drop"}
+
+
 def test_second_run_skips_everything(project: Layout, first: RunReport) -> None:
     second = compress(project=str(project.root))
     assert ran(second) == []
@@ -99,6 +126,53 @@ def test_dvc_repro_runs_the_same_stages_without_prefect(project: Layout, first: 
     assert "Running stage 'evaluate'" in output
     assert "Running stage 'train'" not in output
     assert dvc_status(project) == {}
+
+
+def test_unreachable_threshold_registers_nothing(project: Layout, first: RunReport) -> None:
+    registry.promote(first.tracking_uri, MODEL, "1")
+    before_versions, before_aliases = versions(first), aliases(first)
+    saved = project.params_file.read_text()
+    write_overrides(project.params_file, ["gate.min_accuracy=0.9999"])
+    try:
+        with pytest.raises(GateFailed, match=r"gate failed: accuracy [0-9.]+ >= 0.9999: fail"):
+            compress(project=str(project.root))
+    finally:
+        project.params_file.write_text(saved)
+    assert versions(first) == before_versions
+    assert aliases(first) == before_aliases
+    assert json.loads(project.gate_report.read_text())["verdict"] == "failed"
+
+
+def test_candidate_worse_than_the_champion_fails_the_gate(project: Layout, first: RunReport) -> None:
+    saved = project.params_file.read_text()
+    # A much weaker model, with only the champion check switched on.
+    write_overrides(
+        project.params_file,
+        ["train.epochs=1", "train.learning_rate=0.0001", "prune.enabled=false"]
+        + [f"gate.{key}=null" for key in ("min_accuracy", "max_accuracy_drop")],
+    )
+    try:
+        with pytest.raises(GateFailed) as caught:
+            compress(project=str(project.root))
+    finally:
+        project.params_file.write_text(saved)
+    assert "regression_vs_champion" in str(caught.value)
+    failed = [c["name"] for c in json.loads(project.gate_report.read_text())["checks"] if c["verdict"] == "fail"]
+    assert failed == ["regression_vs_champion"]
+    assert aliases(first)["champion"] == "1"
+
+
+def test_lineage_shows_the_calibration_hash_of_each_version(project: Layout, first: RunReport) -> None:
+    old = registry.lineage(first.tracking_uri, MODEL, "1")
+    write_overrides(project.params_file, ["data.calibration_size=40"])
+    report = compress(project=str(project.root))
+    assert report.version is not None
+    new = registry.lineage(first.tracking_uri, MODEL, report.version)
+    assert new["data"]["data/calibration"] == lock_hash(project, "data/calibration")
+    assert new["data"]["data/calibration"] != old["data"]["data/calibration"]
+    assert new["data"]["data/raw"] == old["data"]["data/raw"]
+    assert old["run_id"] == first.run_id and old["gate"]["verdict"] == "passed"
+    assert "champion" in old["aliases"]
 
 
 def test_failed_stage_marks_the_run_failed_and_keeps_outputs(project: Layout, first: RunReport, tmp_path: Path) -> None:

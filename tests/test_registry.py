@@ -1,0 +1,126 @@
+"""The model registry on a real MLflow SQLite store: register, promote, roll back, refuse, review."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from tasks import registry
+from tasks.gate import run_gate
+from tasks.layout import Layout
+from tasks.params import Params
+from tasks.stages import evaluate, quantize
+
+EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+
+
+@pytest.fixture(scope="module")
+def store(trained: tuple[Layout, Params], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Params, Layout]:
+    """Two gated versions of the model registered in a fresh store (v1, v2), as the flow does it."""
+    layout, params = trained
+    quantize(layout, params)
+    evaluate(layout, params)
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("registry-test", artifact_location=(layout.root / "artifacts").as_uri())
+    variants = json.loads(layout.metrics.read_text())["variants"]
+    for commit in ("a" * 40, "b" * 40):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.set_tags({"git.commit": commit, "dvc.raw_md5": "raw-md5", "dvc.calibration_md5": "cal-md5"})
+            mlflow.log_params(params.flat())
+            result = run_gate(layout, params.gate, registry.champion_accuracy(uri, params.registry.model_name))
+            mlflow.log_artifact(str(layout.gate_report), artifact_path="reports")
+            registry.register(uri, layout, params, run.info.run_id, result, variants)
+    return uri, params, layout
+
+
+def aliases(uri: str, name: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in registry.client(uri).get_registered_model(name).aliases.items()}
+
+
+def test_registered_version_has_candidate_alias_and_lineage_tags(store: tuple[str, Params, Layout]) -> None:
+    uri, params, _ = store
+    name = params.registry.model_name
+    version = registry.client(uri).get_model_version(name, "2")
+    assert aliases(uri, name)["candidate"] == "2"
+    tags = version.tags
+    assert tags["gate.verdict"] == "passed"
+    assert tags["git.commit"] == "b" * 40
+    assert tags["dvc.calibration_md5"] == "cal-md5"
+    assert tags["params.hash"] == registry.params_hash(params)
+    assert tags["run_id"] == version.run_id
+    assert 0 < float(tags["metrics.int8_accuracy"]) <= 1
+
+
+def test_registered_pyfunc_predicts_like_the_tflite_model(store: tuple[str, Params, Layout]) -> None:
+    uri, params, layout = store
+    from tasks import data
+    from tasks.inference import TFLiteModel
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{params.registry.model_name}@candidate")
+    x = data.load_calibration(layout, params.data)[:5]
+    assert np.allclose(model.predict(x), TFLiteModel(layout.int8_tflite).predict(x))
+    assert model.metadata.signature is not None
+
+
+def test_promote_rollback_and_refusals(store: tuple[str, Params, Layout]) -> None:
+    uri, params, _ = store
+    name = params.registry.model_name
+    assert registry.promote(uri, name, "1").champion == "1"
+    moved = registry.promote(uri, name)  # the candidate, v2
+    assert (moved.champion, moved.previous) == ("2", "1")
+    assert aliases(uri, name)["champion"] == "2" and aliases(uri, name)["previous-champion"] == "1"
+    assert registry.rollback(uri, name).champion == "1"
+    assert aliases(uri, name)["champion"] == "1" and aliases(uri, name)["previous-champion"] == "2"
+
+    # A version someone registered by hand, whose gate failed, and one with no gate record at all.
+    client = registry.client(uri)
+    source = client.get_model_version(name, "1").source
+    failed = client.create_model_version(name, source, tags={"gate.verdict": "failed"})
+    unrecorded = client.create_model_version(name, source)
+    before = aliases(uri, name)
+    with pytest.raises(registry.RegistryError, match="its gate failed"):
+        registry.promote(uri, name, failed.version)
+    with pytest.raises(registry.RegistryError, match="no gate record"):
+        registry.promote(uri, name, unrecorded.version)
+    with pytest.raises(registry.RegistryError, match="has no version '99'"):
+        registry.promote(uri, name, "99")
+    with pytest.raises(registry.RegistryError, match="has no alias 'golden'"):
+        registry.lineage(uri, name, "golden")
+    assert aliases(uri, name) == before
+
+
+def test_history_and_diff(store: tuple[str, Params, Layout]) -> None:
+    uri, params, _ = store
+    name = params.registry.model_name
+    rows = registry.history(uri, name)
+    versions = [row["version"] for row in rows]
+    assert versions == sorted(versions, reverse=True) and {1, 2} <= set(versions)
+    by_version = {row["version"]: row for row in rows}
+    assert by_version[2]["gate"] == "passed" and by_version[2]["int8_accuracy"] is not None
+    changed = registry.diff(uri, name, "1", "2")
+    assert changed["code"] == {"commit": ["a" * 40, "b" * 40]}
+    assert changed["params"] == {} and changed["data"] == {}
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    # A closed port on this machine's loopback: nothing listens, nothing leaves the machine.
+    result = subprocess.run(
+        [EDGECOMPRESS, "history", "--model", "anything"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: tracking server http://127.0.0.1:9 is unreachable; check MLFLOW_TRACKING_URI"
+    )
