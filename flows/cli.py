@@ -46,7 +46,7 @@ def run(
         typer.Option("--set-param", "-S", help="Override a param, e.g. -S prune.final_sparsity=0.6 (repeatable)."),
     ] = None,
 ) -> None:
-    """Run the compression flow (prepare, train, prune, quantize, evaluate) under Prefect."""
+    """Run the compression flow under Prefect: the stages, the gate, registration."""
     from tasks.errors import EdgecompressError
     from tasks.fsutil import write_text
     from tasks.gate import GateFailed
@@ -81,7 +81,7 @@ def run(
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="prepare | train | prune | quantize | evaluate")],
+    name: Annotated[str, typer.Argument(help="prepare | train | prune | quantize | evaluate | edgetpu")],
     project: ProjectOption = Path("."),
 ) -> None:
     """Run one stage without Prefect or DVC bookkeeping (what `dvc repro` calls)."""
@@ -129,6 +129,10 @@ def _print_report(report: RunReport, process_started: float, finished: float) ->
     timing.add_row("start-up (imports, Prefect server)", "", f"{startup:.1f}")
     timing.add_row("total", "", f"{finished - process_started:.1f}", style="bold")
     console.print(timing)
+    tpu = report.metrics["edgetpu"]
+    console.print(
+        f"Edge TPU: {tpu['mapped_fraction']:.0%} of operators mapped, {tpu['subgraphs']} subgraph(s) ({tpu['note']})"
+    )
     _print_gate(report.gate.to_dict())
     console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
     if report.version is not None:
@@ -150,6 +154,57 @@ def _print_gate(gate: dict[str, Any]) -> None:
         style = {"fail": "red", "pass": "green"}.get(check["verdict"], "dim")
         table.add_row(check["name"], observed, threshold, check["verdict"], check["note"], style=style)
     Console().print(table)
+
+
+@app.command("check-edgetpu")
+def check_edgetpu(
+    model: Annotated[Path, typer.Argument(help="A .tflite file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    min_runtime_version: Annotated[int, typer.Option(help="The oldest Edge TPU runtime to support.")] = 14,
+    multiple_subgraphs: Annotated[bool, typer.Option("-a", help="Allow several Edge TPU subgraphs.")] = False,
+    compiler: Annotated[str | None, typer.Option(help="edgetpu_compiler to run (default: PATH).")] = None,
+) -> None:
+    """Predict, without the compiler, how a model maps to the Edge TPU; compile it too when possible.
+
+    A model that cannot run on the Edge TPU at all (not quantized) is a verdict, reported with exit
+    status 0; only a file that is not a readable .tflite is an error.
+    """
+    import tempfile
+
+    from tasks.edgetpu import compile_model, find_compiler, preflight
+    from tasks.errors import EdgecompressError
+
+    try:
+        predicted = preflight(model, min_runtime_version=min_runtime_version, multiple_subgraphs=multiple_subgraphs)
+        found = find_compiler(compiler)
+        compiled = None
+        if found is not None and predicted.error is None:
+            with tempfile.TemporaryDirectory() as out:
+                compiled = compile_model(model, Path(out), found, min_runtime_version, 180.0, multiple_subgraphs)
+    except EdgecompressError as error:
+        _fail(str(error))
+    if as_json:
+        result = predicted.to_dict()
+        if compiled is not None:
+            result["compiler"] = compiled.to_dict()
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"Edge TPU preflight (offline prediction) for {model}\n")
+    typer.echo(predicted.table())
+    mapped = f"{predicted.mapped}/{predicted.total} operators on the Edge TPU ({predicted.mapped_fraction:.0%})"
+    typer.echo(f"\n{mapped}, {predicted.subgraphs} Edge TPU subgraph(s)")
+    if predicted.first_fallback is not None:
+        first = predicted.first_fallback
+        typer.echo(f"first on the CPU: #{first.index} {first.name}: {first.reason} {first.detail}".rstrip())
+    if predicted.error:
+        typer.echo(f"verdict: {predicted.error}")
+    for warning in predicted.warnings:
+        typer.echo(f"warning: {warning}")
+    if compiled is not None:
+        typer.echo(f"\nedgetpu_compiler {compiled.version}\n")
+        typer.echo(compiled.table())
+    elif found is None:
+        typer.echo("\nedgetpu_compiler not found: this is the preflight's prediction only")
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]

@@ -1,4 +1,4 @@
-"""The compression flow: prepare -> train -> prune -> quantize -> evaluate -> gate -> register -> (promote)."""
+"""The compression flow: prepare, train, prune, quantize, evaluate, edgetpu -> gate -> register -> (promote)."""
 
 from __future__ import annotations
 
@@ -127,6 +127,7 @@ def compress(project: str = ".") -> RunReport:
             _stage("prune", layout, params),
             _stage("quantize", layout, params),
             _stage("evaluate", layout, params),
+            _stage("edgetpu", layout, params),
         ]
         metrics = run.log_outcome(layout, outcomes)
         verdict = gate(layout, params, champion(uri, params), run)

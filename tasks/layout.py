@@ -43,6 +43,11 @@ class Layout:
         return self.root / "data" / "tflite" / "model_int8.tflite"
 
     @property
+    def edgetpu_dir(self) -> Path:
+        """model_int8_edgetpu.tflite and the compiler's log, when the compiler ran."""
+        return self.root / "data" / "tflite" / "edgetpu"
+
+    @property
     def reports(self) -> Path:
         return self.root / "data" / "reports"
 

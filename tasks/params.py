@@ -96,6 +96,16 @@ class EvaluateParams(_Section):
     latency_runs: int = Field(ge=1, le=100_000)
 
 
+class EdgeTPUParams(_Section):
+    """Edge TPU compilation: the offline preflight always, edgetpu_compiler when it is installed."""
+
+    compiler: str | None
+    require_compiler: bool
+    min_runtime_version: int = Field(ge=10, le=16)
+    multiple_subgraphs: bool
+    timeout_s: float = Field(gt=0.0, le=3600.0)
+
+
 class GateParams(_Section):
     """Thresholds the shipped int8 model must meet; null switches a check off."""
 
@@ -125,6 +135,7 @@ class Params(_Section):
     prune: PruneParams
     quantize: QuantizeParams
     evaluate: EvaluateParams
+    edgetpu: EdgeTPUParams
     gate: GateParams
     registry: RegistryParams
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.stages import STAGES
+from tasks.stages import OUTSIDE_CHANGES, STAGES
 from tasks.versioning import changed_stages, record_stage
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,10 @@ class StageOutcome:
 
 def why_run(layout: Layout, params: Params, name: str) -> str:
     """Why the stage must run ('' when DVC reports it up to date)."""
-    if name == "prepare" and params.data.kind != "digits":
-        # DVC tracks files inside the project; a user's folder or a TFDS dataset lives outside
-        # it, so prepare re-reads it every run. Its outs hash the same when nothing changed,
-        # so the stages after it still skip.
-        return f"data.source is {params.data.kind}: re-read every run"
+    outside = OUTSIDE_CHANGES.get(name)
+    reason = outside(layout, params) if outside else ""
+    if reason:
+        return reason
     changes = changed_stages(layout.root, [name])[name]
     return describe_changes(changes)
 

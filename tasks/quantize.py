@@ -59,6 +59,9 @@ def to_int8_tflite(model: tf_keras.Model, calibration: np.ndarray, params: Quant
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
+    # Per-tensor Dense weights: TF >= 2.16 quantizes them per channel by default, which the
+    # Edge TPU compiler (16, 2021) predates; convolutions stay per channel, which it supports.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     log.info("quantizing to int8 with %d calibration samples", len(calibration))
     with warnings.catch_warnings():
         # The converter warns that the float model carries no input statistics; the

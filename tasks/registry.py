@@ -118,7 +118,15 @@ def register(
         raise RegistryError("refusing to register a candidate that failed the gate")
     example = data.load_calibration(layout, params.data)[:2].astype(np.float32)
     signature = infer_signature(example, TFLiteModel(layout.int8_tflite).predict(example))
-    artifacts = {"tflite": str(layout.int8_tflite), "metrics": str(layout.metrics), "gate": str(layout.gate_report)}
+    artifacts = {
+        "tflite": str(layout.int8_tflite),
+        "metrics": str(layout.metrics),
+        "gate": str(layout.gate_report),
+        "edgetpu_report": str(layout.edgetpu_report),
+    }
+    # The compiled model and the compiler's log travel with the version when the compiler ran.
+    artifacts.update({path.name: str(path) for path in sorted(layout.edgetpu_dir.glob("*_edgetpu.*"))})
+    edgetpu = json.loads(layout.edgetpu_report.read_text())
     name = params.registry.model_name
     with server_errors(uri):
         mlflow_client = client(uri)
@@ -148,6 +156,10 @@ def register(
             "dvc.raw_md5": run_tags.get("dvc.raw_md5", ""),
             "dvc.calibration_md5": run_tags.get("dvc.calibration_md5", ""),
             "params.hash": params_hash(params),
+            "edgetpu.mapped_fraction": edgetpu["mapped_fraction"],
+            "edgetpu.subgraphs": edgetpu["subgraphs"],
+            "edgetpu.source": edgetpu["source"],
+            "edgetpu.compiled": str(edgetpu["compiled"]).lower(),
             "run_id": run_id,
         }
         for key, value in tags.items():

@@ -114,10 +114,47 @@ def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
     return metrics
 
 
+def edgetpu(layout: Layout, params: Params) -> dict[str, Any]:
+    """data/tflite/edgetpu/ (compiled model and log, when the compiler ran) and data/reports/edgetpu.json."""
+    from tasks.edgetpu import check_and_compile
+    from tasks.fsutil import replace_dir, staging_dir
+
+    with staging_dir(layout.edgetpu_dir) as out:
+        report = check_and_compile(layout.int8_tflite, out, params.edgetpu)
+        replace_dir(out, layout.edgetpu_dir)
+    _write_json(layout.edgetpu_report, report)
+    return {key: report[key] for key in ("source", "mapped_fraction", "subgraphs", "compiled")}
+
+
+def prepare_is_stale(layout: Layout, params: Params) -> str:
+    """A user's folder or a TFDS dataset lives outside the project, where DVC cannot hash it."""
+    if params.data.kind == "digits":
+        return ""
+    # prepare re-reads it every run; its outs hash the same when nothing changed, so the stages
+    # after it still skip.
+    return f"data.source is {params.data.kind}: re-read every run"
+
+
+def edgetpu_is_stale(layout: Layout, params: Params) -> str:
+    """The compiler is part of the machine, not of the project: notice when it has appeared."""
+    from tasks.edgetpu import find_compiler
+
+    if not layout.edgetpu_report.is_file() or json.loads(layout.edgetpu_report.read_text()).get("compiled"):
+        return ""
+    return "edgetpu_compiler is now available" if find_compiler(params.edgetpu.compiler) else ""
+
+
+# What DVC cannot see: a stage may be stale for reasons outside the project's files.
+OUTSIDE_CHANGES: dict[str, Callable[[Layout, Params], str]] = {
+    "prepare": prepare_is_stale,
+    "edgetpu": edgetpu_is_stale,
+}
+
 STAGES: dict[str, StageFn] = {
     "prepare": prepare,
     "train": train,
     "prune": prune,
     "quantize": quantize,
     "evaluate": evaluate,
+    "edgetpu": edgetpu,
 }

@@ -73,8 +73,15 @@ class TrackedRun:
             )
             for path in (layout.float_tflite, layout.int8_tflite):
                 mlflow.log_artifact(str(path), artifact_path="tflite")
-            for path in (layout.train_report, layout.prune_report, layout.quantize_report, layout.metrics):
+            for path in (
+                layout.train_report,
+                layout.prune_report,
+                layout.quantize_report,
+                layout.metrics,
+                layout.edgetpu_report,
+            ):
                 mlflow.log_artifact(str(path), artifact_path="reports")
+            mlflow.log_artifacts(str(layout.edgetpu_dir), artifact_path="tflite/edgetpu")
             mlflow.log_artifact(str(layout.root / "dvc.lock"))
         return metrics
 
@@ -118,8 +125,12 @@ def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
             ("prune", layout.prune_report),
             ("quantize", layout.quantize_report),
             ("evaluate", layout.metrics),
+            ("edgetpu", layout.edgetpu_report),
         )
     }
+    # The per-operator lists are for reading, not for plotting; keep the headline figures.
+    tpu = reports["edgetpu"]
+    reports["edgetpu"] = {key: tpu[key] for key in ("mapped_fraction", "subgraphs", "source", "note")}
     evaluation = reports["evaluate"]
     reports["evaluate"] = {**evaluation["variants"], **evaluation["summary"], "test_images": evaluation["test_images"]}
     return reports

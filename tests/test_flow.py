@@ -61,8 +61,17 @@ def aliases(report: RunReport) -> dict[str, str]:
 
 
 def test_first_run_runs_every_stage_and_leaves_dvc_clean(project: Layout, first: RunReport) -> None:
-    assert ran(first) == ["prepare", "train", "prune", "quantize", "evaluate"]
+    assert ran(first) == ["prepare", "train", "prune", "quantize", "evaluate", "edgetpu"]
     assert dvc_status(project) == {}
+
+
+def test_edgetpu_stage_feeds_the_gate(project: Layout, first: RunReport) -> None:
+    report = json.loads(project.edgetpu_report.read_text())
+    assert report["source"] == "preflight" and report["compiled"] is False  # no compiler on this machine
+    assert report["mapped_fraction"] == 1.0 and report["subgraphs"] == 1
+    checks = {c.name: c for c in first.gate.checks}
+    assert checks["edgetpu_mapped_fraction"].observed == 1.0
+    assert first.metrics["edgetpu"]["mapped_fraction"] == 1.0
 
 
 def test_metrics_json_holds_every_variant(project: Layout, first: RunReport) -> None:
@@ -115,7 +124,7 @@ def test_second_run_skips_everything(project: Layout, first: RunReport) -> None:
 def test_changed_sparsity_reruns_prune_and_after_only(project: Layout, first: RunReport) -> None:
     write_overrides(project.params_file, ["prune.final_sparsity=0.6"])
     report = compress(project=str(project.root))
-    assert ran(report) == ["prune", "quantize", "evaluate"]
+    assert ran(report) == ["prune", "quantize", "evaluate", "edgetpu"]
     assert 0.59 <= report.metrics["prune"]["sparsity"] < 0.7
     assert dvc_status(project) == {}
 
