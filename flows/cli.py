@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -80,6 +80,92 @@ def run(
 
 
 @app.command()
+def retrain(project: ProjectOption = Path(".")) -> None:
+    """One scheduled-style retrain: skipped in seconds when nothing changed; else run, gate, register, push."""
+    from tasks.errors import EdgecompressError
+    from tasks.gate import GateFailed
+
+    root = project.resolve()
+    if not (root / "params.yaml").is_file():
+        _fail(f"{root / 'params.yaml'}: not found (run from the project folder or pass --project)")
+    from flows.compress import flush_prefect_services
+    from flows.retrain import SKIPPED, RetrainReport
+    from flows.retrain import retrain as retrain_flow
+
+    logging.getLogger("tasks").setLevel(logging.INFO)
+    try:
+        result = cast("RetrainReport", retrain_flow(project=str(root)))
+    except BaseException as error:
+        flush_prefect_services()
+        if isinstance(error, GateFailed):
+            _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
+        if isinstance(error, EdgecompressError):
+            _fail(str(error))
+        raise
+    flush_prefect_services()
+    if result.skipped:
+        typer.echo(f"{SKIPPED}: DVC reports every stage up to date")
+        return
+    typer.echo("changed: " + "; ".join(f"{stage} ({reason})" for stage, reason in result.changes.items()))
+    assert result.run is not None  # not skipped
+    _print_report(result.run, process_started=time.time() - _process_age(), finished=time.time())
+    if result.pushed is not None:
+        typer.echo(f"dvc push: {result.pushed} file(s) sent to the default remote")
+
+
+@app.command()
+def serve(
+    cron: Annotated[str | None, typer.Option(help="Cron schedule (default: retrain.cron in params.yaml).")] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="Run every N seconds instead of on a cron schedule.", min=1)
+    ] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Serve the retrain flow on a schedule with Prefect (Ctrl-C stops it)."""
+    from tasks.errors import EdgecompressError
+    from tasks.params import load_params
+
+    root = project.resolve()
+    try:
+        params = load_params(root / "params.yaml")
+    except EdgecompressError as error:
+        _fail(str(error))
+    from flows.compress import prefect_server
+    from flows.retrain import retrain as retrain_flow
+
+    schedule = {"interval": interval} if interval else {"cron": cron or params.retrain.cron}
+    # Schedules need Prefect's scheduler service, which the embedded (ephemeral) server lacks:
+    # use PREFECT_API_URL when set, else start a local `prefect server` for as long as we serve.
+    with prefect_server() as api:
+        typer.echo(f"serving retrain of {root} on {schedule} through {api}; Ctrl-C stops")
+        retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, **schedule)
+
+
+@app.command()
+def checkout(
+    ref: Annotated[str, typer.Argument(help="MODEL@ALIAS, MODEL@VERSION, or just ALIAS / VERSION.")],
+    into: Annotated[Path | None, typer.Option(help="Folder to restore into (default: ./checkout-v<VERSION>).")] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Restore the data/ outputs a model version was made from, into a separate folder."""
+    from tasks import registry
+    from tasks.errors import EdgecompressError
+    from tasks.versioning import restore_outputs
+
+    uri, default = _registry_target(project, ref.rpartition("@")[0] or None)
+    name, which = registry.parse_ref(ref, default)
+    try:
+        version, lock = registry.recorded_lock(uri, name, which)
+        target = (into or Path(f"checkout-v{version}")).resolve()
+        restored = restore_outputs(project.resolve(), lock, target)
+    except EdgecompressError as error:
+        _fail(str(error))
+    typer.echo(f"restored {name} version {version}'s outputs into {target}:")
+    for path in restored:
+        typer.echo(f"  {path}")
+
+
+@app.command()
 def stage(
     name: Annotated[str, typer.Argument(help="prepare | train | prune | quantize | evaluate | edgetpu")],
     project: ProjectOption = Path("."),
@@ -109,7 +195,7 @@ def _print_report(report: RunReport, process_started: float, finished: float) ->
     for column in ("variant", "accuracy", "size bytes", "gzip bytes"):
         variants.add_column(column, justify="left" if column == "variant" else "right")
     evaluation = report.metrics["evaluate"]
-    for name in ("float", "pruned", "float_tflite", "int8_tflite"):
+    for name in ("float", "pruned", "float_tflite", evaluation["shipped"]):
         values = evaluation[name]
         variants.add_row(name, f"{values['accuracy']:.4f}", f"{values['size_bytes']:,}", f"{values['gzip_bytes']:,}")
     console.print(variants)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,11 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import pipeline, registry, tracking
+from tasks import pipeline, registry, summary, tracking
 from tasks.errors import EdgecompressError
 from tasks.gate import GateFailed, GateResult, run_gate
 from tasks.layout import Layout
+from tasks.locking import project_lock
 from tasks.params import Params, load_params
 from tasks.timing import Timings
 
@@ -71,6 +74,57 @@ def flush_prefect_services(timeout: float = 30.0) -> None:
     EventsWorker.drain_all(timeout=timeout)
 
 
+@contextmanager
+def prefect_server(timeout: float = 180.0) -> Iterator[str]:
+    """The Prefect API to use: PREFECT_API_URL when set, else a `prefect server` started here and stopped after."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    command = [
+        str(Path(sys.executable).parent / "prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise EdgecompressError(
+                        f"could not start a Prefect server on port {port}; set PREFECT_API_URL"
+                    ) from None
+                time.sleep(0.5)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 @task(cache_policy=NO_CACHE)
 def stage(layout: Layout, params: Params, name: str) -> pipeline.StageOutcome:
     """One pipeline stage, skipped when DVC reports it up to date."""
@@ -99,7 +153,7 @@ def gate(layout: Layout, params: Params, champion_accuracy: float | None, run: t
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def register(uri: str, layout: Layout, params: Params, run: tracking.TrackedRun, result: GateResult) -> str:
     """Register the gated int8 model as a new version aliased `candidate`."""
-    return registry.register(uri, layout, params, run.run_id, result, tracking.read_reports(layout)["evaluate"])
+    return registry.register(uri, layout, params, run.run_id, result)
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
@@ -120,7 +174,7 @@ def compress(project: str = ".") -> RunReport:
     uri = tracking.tracking_uri(layout.root)
     timings = Timings()
     version = promoted = None
-    with tracking.pipeline_run(layout.root, params, timings) as run:
+    with project_lock(layout.root, params.retrain.wait_s), tracking.pipeline_run(layout.root, params, timings) as run:
         outcomes = [
             _stage("prepare", layout, params),
             _stage("train", layout, params),
@@ -134,7 +188,13 @@ def compress(project: str = ".") -> RunReport:
         if verdict.passed:
             version = register(uri, layout, params, run, verdict)
             if params.registry.auto_promote:
-                promoted = promote_if_better(uri, params, version, metrics["evaluate"]["int8_tflite"]["accuracy"])
+                promoted = promote_if_better(uri, params, version, metrics["evaluate"]["shipped_accuracy"])
+        shipped = metrics["evaluate"][metrics["evaluate"]["shipped"]]
+        create_markdown_artifact(
+            key="run",
+            markdown=summary.run_markdown(outcomes, verdict, run.link(uri), version, shipped),
+            description=verdict.summary(),
+        )
     if not verdict.passed:
         raise GateFailed(verdict.summary())
     return RunReport(

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 CALIBRATION_SPLIT = "representative"
+# Names the source data/raw came from; TFDS's ImageFolder reads only folders, so a file is safe here.
+SOURCE_FILE = "SOURCE"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Where TFDS fetches most datasets (its GCS mirror).
 TFDS_HOST = "storage.googleapis.com"
@@ -48,24 +50,37 @@ class PrepareResult:
 def prepare(params: DataParams, layout: Layout) -> PrepareResult:
     """Write data/raw/<split>/<class>/*.png from the configured source, then data/calibration.
 
-    Both folders are built beside their final place and swapped in only once complete, so a
-    failure leaves the previous outputs untouched.
+    With the digits source, the bundled digits seed data/raw once; after that data/raw is the
+    project's dataset and images a user adds under it are kept (delete data/raw to re-export).
+    Folders are built beside their final place and swapped in only once complete, so a failure
+    leaves the previous outputs untouched.
     """
-    with staging_dir(layout.raw) as raw:
-        if params.kind == "digits":
-            export_digits(raw, params)
-        elif params.kind == "folder":
-            copy_folder(Path(params.location).expanduser(), raw)
-        else:
-            export_tfds(params.location, raw, params)
-        counts = check_image_tree(raw, SPLITS)
-        with staging_dir(layout.calibration) as calibration:
-            drawn = draw_calibration(raw / "train", calibration / CALIBRATION_SPLIT, params)
-            replace_dir(calibration, layout.calibration)
-        replace_dir(raw, layout.raw)
+    marker = layout.raw / SOURCE_FILE
+    if params.kind == "digits" and marker.is_file() and marker.read_text().strip() == "digits":
+        counts = check_image_tree(layout.raw, SPLITS)
+        drawn = _replace_calibration(layout.raw / "train", layout, params)
+    else:
+        with staging_dir(layout.raw) as raw:
+            if params.kind == "digits":
+                export_digits(raw, params)
+            elif params.kind == "folder":
+                copy_folder(Path(params.location).expanduser(), raw)
+            else:
+                export_tfds(params.location, raw, params)
+            counts = check_image_tree(raw, SPLITS)
+            (raw / SOURCE_FILE).write_text(params.source + "\n")
+            drawn = _replace_calibration(raw / "train", layout, params)
+            replace_dir(raw, layout.raw)
     classes = {path.name for path in (layout.raw / "train").iterdir() if path.is_dir()}
     log.info("prepared %s images in %d classes; %d calibration samples", counts, len(classes), drawn)
     return PrepareResult(images_per_split=counts, num_classes=len(classes), calibration_size=drawn)
+
+
+def _replace_calibration(train_dir: Path, layout: Layout, params: DataParams) -> int:
+    with staging_dir(layout.calibration) as calibration:
+        drawn = draw_calibration(train_dir, calibration / CALIBRATION_SPLIT, params)
+        replace_dir(calibration, layout.calibration)
+    return drawn
 
 
 def export_digits(out: Path, params: DataParams) -> None:
@@ -249,6 +264,23 @@ def load_split(root: Path, split: str, channels: int, image_size: int) -> Split:
     x_all = np.concatenate(xs).astype(np.float32)
     y_all = np.concatenate(ys).astype(np.int64)
     return Split(x=x_all, y=y_all, class_names=class_names)
+
+
+def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off a seeded, class-stratified share of `split` for validation: (rest, held out)."""
+    from sklearn.model_selection import train_test_split
+
+    rest, held = train_test_split(np.arange(len(split.y)), test_size=fraction, stratify=split.y, random_state=seed)
+    return (
+        Split(split.x[rest], split.y[rest], split.class_names),
+        Split(split.x[held], split.y[held], split.class_names),
+    )
+
+
+def load_fit_validation(layout: Layout, params: DataParams) -> tuple[Split, Split]:
+    """The train split less a seeded validation share (to fit on), and that share (to choose models on)."""
+    train = load_split(layout.raw, "train", params.channels, params.image_size)
+    return holdout(train, params.validation_fraction, params.seed)
 
 
 def load_calibration(layout: Layout, params: DataParams) -> np.ndarray:

@@ -40,11 +40,11 @@ def tflite_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str,
     }
 
 
-def compare(variants: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Headline ratios of the int8 model against the float .tflite reference."""
-    reference, int8 = variants["float_tflite"], variants["int8_tflite"]
+def compare(variants: dict[str, dict[str, Any]], shipped: str) -> dict[str, float]:
+    """Headline ratios of the shipped model against the float .tflite reference."""
+    reference, candidate = variants["float_tflite"], variants[shipped]
     return {
-        "int8_size_ratio": round(int8["size_bytes"] / reference["size_bytes"], 4),
-        "int8_gzip_ratio": round(int8["gzip_bytes"] / reference["gzip_bytes"], 4),
-        "int8_accuracy_drop": round(reference["accuracy"] - int8["accuracy"], 6),
+        "size_ratio": round(candidate["size_bytes"] / reference["size_bytes"], 4),
+        "gzip_ratio": round(candidate["gzip_bytes"] / reference["gzip_bytes"], 4),
+        "accuracy_drop": round(reference["accuracy"] - candidate["accuracy"], 6),
     }

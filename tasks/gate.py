@@ -17,7 +17,7 @@ from tasks.params import GateParams
 
 Verdict = Literal["pass", "fail", "skipped"]
 
-SHIPPED = "int8_tflite"
+SHIPPED = "int8_tflite"  # the default; metrics.json names the variant actually shipped
 BASELINE = "float_tflite"
 
 
@@ -100,6 +100,7 @@ def evaluate_gate(
     params: GateParams,
     champion_accuracy: float | None,
     edgetpu: dict[str, Any] | None = None,
+    shipped: str = SHIPPED,
 ) -> GateResult:
     """Check the shipped int8 model's metrics against every configured threshold.
 
@@ -107,8 +108,8 @@ def evaluate_gate(
     recorded int8 accuracy (None when there is no champion); `edgetpu` holds `mapped_fraction`,
     `subgraphs`, `off_chip_bytes` and `source` ('compiler' or 'preflight') when known.
     """
-    shipped, baseline = variants[SHIPPED], variants[BASELINE]
-    accuracy = float(shipped["accuracy"])
+    candidate, baseline = variants[shipped], variants[BASELINE]
+    accuracy = float(candidate["accuracy"])
     drop = float(baseline["accuracy"]) - accuracy
     relative = drop / float(baseline["accuracy"]) if baseline["accuracy"] else None
     checks = [
@@ -125,8 +126,8 @@ def evaluate_gate(
             _check("regression_vs_champion", champion_accuracy - accuracy, params.max_regression_vs_champion, "<=")
         )
     checks += [
-        _check("size_bytes", float(shipped["size_bytes"]), params.max_size_bytes, "<="),
-        _check("latency_ms", shipped.get("latency_ms"), params.max_latency_ms, "<="),
+        _check("size_bytes", float(candidate["size_bytes"]), params.max_size_bytes, "<="),
+        _check("latency_ms", candidate.get("latency_ms"), params.max_latency_ms, "<="),
     ]
     tpu = edgetpu or {}
     source = f"from the {tpu['source']}" if "source" in tpu else ""
@@ -147,8 +148,8 @@ def run_gate(layout: Layout, params: GateParams, champion_accuracy: float | None
     """Gate the metrics on disk (and the Edge TPU report when there is one); write data/reports/gate.json."""
     from tasks.fsutil import write_text
 
-    variants = json.loads(layout.metrics.read_text())["variants"]
+    metrics = json.loads(layout.metrics.read_text())
     edgetpu = json.loads(layout.edgetpu_report.read_text()) if layout.edgetpu_report.is_file() else None
-    result = evaluate_gate(variants, params, champion_accuracy, edgetpu)
+    result = evaluate_gate(metrics["variants"], params, champion_accuracy, edgetpu, metrics["shipped"])
     write_text(layout.gate_report, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -38,9 +38,13 @@ class Layout:
     def float_tflite(self) -> Path:
         return self.root / "data" / "tflite" / "model_float.tflite"
 
+    def quantized_tflite(self, ptq_mode: str) -> Path:
+        """The shipped model: model_int8.tflite, model_dynamic_range.tflite or model_float16.tflite."""
+        return self.root / "data" / "tflite" / f"model_{ptq_mode}.tflite"
+
     @property
     def int8_tflite(self) -> Path:
-        return self.root / "data" / "tflite" / "model_int8.tflite"
+        return self.quantized_tflite("int8")
 
     @property
     def edgetpu_dir(self) -> Path:
@@ -62,6 +66,14 @@ class Layout:
     @property
     def quantize_report(self) -> Path:
         return self.reports / "quantize.json"
+
+    @property
+    def quant_debug_csv(self) -> Path:
+        return self.reports / "quant_debug.csv"
+
+    @property
+    def quant_debug_plot(self) -> Path:
+        return self.reports / "quant_debug.png"
 
     @property
     def metrics(self) -> Path:

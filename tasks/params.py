@@ -30,6 +30,7 @@ class DataParams(_Section):
     image_size: int = Field(ge=4, le=1024)
     channels: Literal[1, 3]
     test_fraction: float = Field(gt=0.0, lt=1.0)
+    validation_fraction: float = Field(gt=0.0, lt=1.0)
     calibration_size: int = Field(ge=1, le=100_000)
     seed: int = Field(ge=0)
 
@@ -83,9 +84,23 @@ class PruneParams(_Section):
 
 
 class QuantizeParams(_Section):
-    """Full-integer post-training quantization."""
+    """How the shipped model is quantized: PTQ, QAT, or an accuracy-aware choice between them."""
 
+    method: Literal["ptq", "qat", "auto"]
+    ptq_mode: Literal["int8", "dynamic_range", "float16"]
     io_dtype: Literal["int8", "uint8"]
+    qat_layers: tuple[str, ...]
+    qat_epochs: int = Field(ge=1, le=1000)
+    qat_learning_rate: float = Field(gt=0.0, le=1.0)
+    tolerable_drop: float = Field(ge=0.0, le=1.0)
+    max_trials: int = Field(ge=1, le=20)
+    debug_layers: bool
+
+    @model_validator(mode="after")
+    def _int8_for_training(self) -> QuantizeParams:
+        if self.method != "ptq" and self.ptq_mode != "int8":
+            raise ValueError(f"method {self.method} always makes an int8 model; set ptq_mode: int8")
+        return self
 
 
 class EvaluateParams(_Section):
@@ -127,6 +142,21 @@ class RegistryParams(_Section):
     auto_promote: bool
 
 
+class RetrainParams(_Section):
+    """Scheduled retraining: when, how long a second run waits, where outputs go after a success."""
+
+    cron: str = Field(min_length=9)
+    wait_s: float = Field(ge=0.0, le=86_400.0)
+    push: bool
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"must be a 5-field cron expression like '0 3 * * *' (got {value!r})")
+        return value
+
+
 class Params(_Section):
     """All settings, one section per stage."""
 
@@ -138,6 +168,7 @@ class Params(_Section):
     edgetpu: EdgeTPUParams
     gate: GateParams
     registry: RegistryParams
+    retrain: RetrainParams
 
     def flat(self) -> dict[str, Any]:
         """Params as {'section.key': value}, the form DVC and MLflow use."""

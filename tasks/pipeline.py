@@ -67,3 +67,9 @@ def run_stage(layout: Layout, params: Params, name: str) -> StageOutcome:
     summary = STAGES[name](layout, params)
     record_stage(layout.root, name)
     return StageOutcome(name, ran=True, reason=reason, seconds=time.perf_counter() - started, summary=summary)
+
+
+def pending(layout: Layout, params: Params) -> dict[str, str]:
+    """{stage: why it would run} for every stage that is not up to date (empty: nothing changed)."""
+    reasons = {name: why_run(layout, params, name) for name in STAGES}
+    return {name: reason for name, reason in reasons.items() if reason}

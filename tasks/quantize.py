@@ -1,12 +1,25 @@
-"""quantize stage: the float .tflite reference and the full-integer int8 model."""
+"""quantize stage: post-training quantization, quantization-aware training, or an accuracy-aware choice.
+
+PTQ modes and what each is for:
+- int8: full integer (weights and activations), calibrated on the representative set, int8 or
+  uint8 input and output. The only mode the Edge TPU runs; also the fastest on CPU built-in kernels.
+- dynamic_range: int8 weights, float activations quantized on the fly. A quarter of the float
+  size with no calibration data; CPU only (the Edge TPU maps none of it).
+- float16: float16 weights. Half the size; for GPU delegates, which compute in float16.
+
+QAT (tfmot) fine-tunes with fake-quantization so the int8 model learns its own rounding; after
+pruning it uses tfmot's prune-preserving scheme so the zeros survive. `auto` tries int8 PTQ
+first and QAT only when PTQ loses more than `tolerable_drop`, in the spirit of Intel Neural
+Compressor's accuracy-aware tuning.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,55 +29,346 @@ from tasks.params import QuantizeParams
 if TYPE_CHECKING:
     import tf_keras
 
+    from tasks.data import Split
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class QuantizeResult:
-    """Sizes and I/O types of the converted models."""
+class Trial:
+    """One attempt of `auto` (or the single attempt of ptq/qat)."""
 
-    float_bytes: int
-    int8_bytes: int
-    input_dtype: str
-    output_dtype: str
-    calibration_samples: int
-
-
-def to_float_tflite(model: tf_keras.Model) -> bytes:
-    """Convert without quantization: the reference the int8 model is measured against."""
-    import tensorflow as tf
-
-    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    name: str
+    method: str
+    accuracy: float
+    drop: float
+    size_bytes: int
+    sparsity: float | None = None
+    kept: bool = False
+    reason: str = ""
 
 
-def to_int8_tflite(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
-    """Full-integer post-training quantization calibrated on the representative set.
+@dataclass(frozen=True)
+class QuantizeOutcome:
+    """The chosen model's bytes and how it was chosen."""
 
-    Only TFLITE_BUILTINS_INT8 kernels are allowed, so conversion fails rather than leaving a
-    float operator behind, and the model's input and output are integer as the Edge TPU needs.
-    """
-    import tensorflow as tf
+    model: bytes
+    method: str
+    trials: list[Trial] = field(default_factory=list)
+    sparsity_before: float | None = None
+    sparsity_after: float | None = None
+    choice: str = ""
 
+
+def _representative(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
     if len(calibration) == 0:
         raise StageError("quantize: the calibration set has zero samples; raise data.calibration_size")
 
-    def representative() -> Iterator[list[np.ndarray]]:
+    def generate() -> Iterator[list[np.ndarray]]:
         for sample in calibration:
             yield [sample[np.newaxis].astype(np.float32)]
 
-    io_type = tf.int8 if params.io_dtype == "int8" else tf.uint8
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return generate
+
+
+def _converter(model: tf_keras.Model) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def _full_integer(converter: Any, calibration: np.ndarray, io_dtype: str) -> Any:
+    """Configure a converter for int8 everywhere: TFLITE_BUILTINS_INT8 only, integer I/O."""
+    import tensorflow as tf
+
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = _representative(calibration)
+    # Only int8 kernels: conversion fails rather than leave a float operator behind.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = tf.int8 if io_dtype == "int8" else tf.uint8
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     # Per-tensor Dense weights: TF >= 2.16 quantizes them per channel by default, which the
     # Edge TPU compiler (16, 2021) predates; convolutions stay per channel, which it supports.
     converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    log.info("quantizing to int8 with %d calibration samples", len(calibration))
+    return converter
+
+
+def _convert(converter: Any) -> bytes:
     with warnings.catch_warnings():
         # The converter warns that the float model carries no input statistics; the
-        # representative dataset is what supplies them.
+        # representative dataset (or QAT's fake-quant ranges) supply them.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return bytes(converter.convert())
+
+
+def to_float_tflite(model: tf_keras.Model) -> bytes:
+    """Convert without quantization: the reference the quantized model is measured against."""
+    return _convert(_converter(model))
+
+
+def to_int8_tflite(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+    """Full-integer post-training quantization calibrated on the representative set."""
+    log.info("quantizing to int8 with %d calibration samples", len(calibration))
+    return _convert(_full_integer(_converter(model), calibration, params.io_dtype))
+
+
+def to_ptq_tflite(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+    """Post-training quantization in params.ptq_mode."""
+    import tensorflow as tf
+
+    if params.ptq_mode == "int8":
+        return to_int8_tflite(model, calibration, params)
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if params.ptq_mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return _convert(converter)
+
+
+def debug_int8(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> list[dict[str, Any]]:
+    """Per-layer quantization error from TFLite's QuantizationDebugger, worst first."""
+    import tensorflow as tf
+
+    converter = _full_integer(_converter(model), calibration, params.io_dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_representative(calibration[: min(len(calibration), 64)])
+        )
+        debugger.run()
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    for row in rows:
+        # Root-mean-square error scaled by the tensor's quantization step: how many steps off,
+        # comparable across layers with different ranges (the debugger's own suggested metric).
+        scale = float(row.get("scale") or 0) or 1.0
+        row["rmse_per_scale"] = float(row.get("mean_squared_error") or 0) ** 0.5 / scale
+    return sorted(rows, key=lambda row: -float(row["rmse_per_scale"]))
+
+
+# --- quantization-aware training --------------------------------------------------------------------
+
+
+def _annotated(model: tf_keras.Model, layers: tuple[str, ...]) -> tf_keras.Model:
+    """The model with the named layers (all when empty) annotated for quantization."""
+    import tensorflow_model_optimization as tfmot
+
+    from tasks.train import keras
+
+    quantization = tfmot.quantization.keras
+    if not layers:
+        return quantization.quantize_annotate_model(model)
+    known = {layer.name for layer in model.layers}
+    missing = [name for name in layers if name not in known]
+    if missing:
+        raise StageError(
+            f"quantize.qat_layers: no layer named {', '.join(missing)} (layers: {', '.join(sorted(known))})"
+        )
+    # tfmot's public API has no "is this layer supported" call; its registry answers it.
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+    def annotate(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
+        if layer.name not in layers:
+            return layer
+        if registry.supports(layer):
+            return quantization.quantize_annotate_layer(layer)
+        # A layer the default 8-bit registry does not know: quantize its kernel and output.
+        return quantization.quantize_annotate_layer(layer, quantize_config=kernel_quantize_config())
+
+    return keras().models.clone_model(model, clone_function=annotate)
+
+
+def _kernel_quantize_config() -> type:
+    import tensorflow_model_optimization as tfmot
+
+    quantizers = tfmot.quantization.keras.quantizers
+
+    class _KernelQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """8-bit per-tensor kernel, 8-bit output: the default scheme's choice for a Dense-like layer."""
+
+        def get_weights_and_quantizers(self, layer: Any) -> list[tuple[Any, Any]]:
+            return [
+                (
+                    layer.kernel,
+                    quantizers.LastValueQuantizer(num_bits=8, symmetric=True, narrow_range=False, per_axis=False),
+                )
+            ]
+
+        def get_activations_and_quantizers(self, layer: Any) -> list[tuple[Any, Any]]:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: list[Any]) -> None:
+            layer.kernel = quantize_weights[0]
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: list[Any]) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            return [quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    return _KernelQuantizeConfig
+
+
+def kernel_quantize_config() -> Any:
+    """A QuantizeConfig for kernel layers outside tfmot's default 8-bit registry."""
+    return _kernel_quantize_config()()
+
+
+def qat_model(
+    model: tf_keras.Model, train: Split, params: QuantizeParams, preserve_sparsity: bool, epochs: int, batch_size: int
+) -> tf_keras.Model:
+    """Fine-tune with fake quantization (prune-preserving when the model is sparse); the QAT model."""
+    import tensorflow_model_optimization as tfmot
+
+    from tasks.train import compile_model, epoch_logger, keras
+
+    quantization = tfmot.quantization.keras
+    annotated = _annotated(model, params.qat_layers)
+    with quantization.quantize_scope({"_KernelQuantizeConfig": _kernel_quantize_config()}):
+        if preserve_sparsity:
+            # tfmot's collaborative optimization: QAT that keeps pruned weights at zero.
+            scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+            quantized = quantization.quantize_apply(annotated, scheme)
+        else:
+            quantized = quantization.quantize_apply(annotated)
+    keras().utils.set_random_seed(0)
+    compile_model(quantized, params.qat_learning_rate)
+    quantized.fit(
+        train.x,
+        train.y,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[epoch_logger("qat", epochs)],
+    )
+    return quantized
+
+
+def qat_tflite(qat: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+    """Convert a QAT model to a full-integer .tflite (ranges come from its fake-quant nodes)."""
+    return _convert(_full_integer(_converter(qat), calibration, params.io_dtype))
+
+
+# --- choosing the shipped model ----------------------------------------------------------------
+
+
+def _score(model: bytes, split: Split) -> float:
+    """Top-1 accuracy of a .tflite (bytes) on a split, through TFLiteModel."""
+    import tempfile
+    from pathlib import Path
+
+    from tasks.inference import TFLiteModel
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trial.tflite"
+        path.write_bytes(model)
+        return TFLiteModel(path).evaluate(split.x, split.y, batch_size=256)[1]
+
+
+def quantize_model(
+    float_model: tf_keras.Model,
+    pruned_model: tf_keras.Model,
+    fit: Split,
+    validation: Split,
+    calibration: np.ndarray,
+    params: QuantizeParams,
+    batch_size: int,
+    sparse_weights: tuple[str, ...] = (),
+) -> QuantizeOutcome:
+    """Make the shipped model by params.method; every attempt is scored on the validation split.
+
+    The reference is the float .tflite of the unpruned model on the same split, so a trial's
+    drop counts what pruning and quantization cost together.
+    """
+    from tasks.prune import overall_sparsity
+
+    reference = _score(to_float_tflite(float_model), validation)
+    sparsity_before = overall_sparsity(pruned_model, set(sparse_weights)) if sparse_weights else None
+
+    def trial(name: str, method: str, model: bytes, sparsity: float | None = None) -> tuple[Trial, bytes]:
+        accuracy = _score(model, validation)
+        made = Trial(name, method, round(accuracy, 6), round(reference - accuracy, 6), len(model), sparsity)
+        log.info("trial %s: accuracy %.4f (drop %.4f), %d bytes", name, accuracy, made.drop, len(model))
+        return made, model
+
+    if params.method == "ptq":
+        made, model = trial(f"ptq_{params.ptq_mode}", "ptq", to_ptq_tflite(pruned_model, calibration, params))
+        return QuantizeOutcome(model, "ptq", [_keep(made, "the only method asked for")], sparsity_before)
+
+    attempts: list[tuple[Trial, bytes]] = []
+    if params.method == "auto":
+        attempts.append(trial("ptq_int8", "ptq", to_int8_tflite(pruned_model, calibration, params)))
+    qat_rounds = 1 if params.method == "qat" else params.max_trials - len(attempts)
+    for round_ in range(qat_rounds):
+        if params.method == "auto" and any(t.drop <= params.tolerable_drop for t, _ in attempts):
+            break  # a cheaper attempt already meets the tolerance
+        # Each further QAT round fine-tunes twice as long: the configured option list, in order.
+        epochs = params.qat_epochs * 2**round_
+        qat = qat_model(pruned_model, fit, params, bool(sparse_weights), epochs, batch_size)
+        sparsity = _qat_sparsity(qat, sparse_weights) if sparse_weights else None
+        attempts.append(trial(f"qat_{epochs}ep", "qat", qat_tflite(qat, calibration, params), sparsity))
+    return _choose(attempts, params, sparsity_before)
+
+
+def _keep(made: Trial, reason: str) -> Trial:
+    return Trial(made.name, made.method, made.accuracy, made.drop, made.size_bytes, made.sparsity, True, reason)
+
+
+def _reject(made: Trial, reason: str) -> Trial:
+    return Trial(made.name, made.method, made.accuracy, made.drop, made.size_bytes, made.sparsity, False, reason)
+
+
+def _choose(
+    attempts: list[tuple[Trial, bytes]], params: QuantizeParams, sparsity_before: float | None
+) -> QuantizeOutcome:
+    """The smallest attempt within tolerance, else the most accurate; each trial says why."""
+    within = [pair for pair in attempts if pair[0].drop <= params.tolerable_drop]
+    if within:
+        best = min(within, key=lambda pair: (pair[0].size_bytes, -pair[0].accuracy))
+        choice = f"{best[0].name}: smallest within tolerable_drop {params.tolerable_drop}"
+    else:
+        best = max(attempts, key=lambda pair: pair[0].accuracy)
+        choice = f"{best[0].name}: no attempt met tolerable_drop {params.tolerable_drop}; kept the most accurate"
+    trials = []
+    for made, _ in attempts:
+        if made is best[0]:
+            trials.append(_keep(made, choice))
+        elif made.drop > params.tolerable_drop:
+            trials.append(_reject(made, f"drop {made.drop:.4f} > tolerable_drop {params.tolerable_drop}"))
+        else:
+            trials.append(_reject(made, f"larger than {best[0].name}"))
+    log.info("quantize: %s", choice)
+    method = "qat" if best[0].method == "qat" else "ptq"
+    return QuantizeOutcome(best[1], method, trials, sparsity_before, best[0].sparsity, choice)
+
+
+def _qat_sparsity(qat: tf_keras.Model, sparse_weights: tuple[str, ...]) -> float:
+    """Zeros in the QAT model's copies of the weights that pruning zeroed."""
+    wanted = {name.split("/")[0]: name.split("/")[1] for name in sparse_weights}
+    zeros = total = 0
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", layer)  # QuantizeWrapper holds the original layer
+        short = wanted.get(inner.name)
+        if short is None:
+            continue
+        # The wrapper's own variable: inside a QuantizeWrapper the layer's attribute is the
+        # fake-quantized tensor, not the weights.
+        for weight in layer.weights:
+            if weight.name.split("/")[-1].split(":")[0] == short:
+                values = weight.numpy()
+                zeros += int(np.sum(values == 0))
+                total += values.size
+    return round(zeros / total, 6) if total else 0.0

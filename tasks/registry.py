@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tasks.errors import EdgecompressError
-from tasks.gate import SHIPPED, GateResult
+from tasks.gate import GateResult
 from tasks.layout import Layout
 from tasks.params import Params
 
@@ -103,9 +103,7 @@ def champion_accuracy(uri: str, name: str) -> float | None:
     return float(recorded) if recorded is not None else None
 
 
-def register(
-    uri: str, layout: Layout, params: Params, run_id: str, gate: GateResult, variants: dict[str, dict[str, Any]]
-) -> str:
+def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateResult) -> str:
     """Log the int8 model as a pyfunc in the run, register it, alias it `candidate`, tag it; return the version."""
     import mlflow
     import numpy as np
@@ -116,10 +114,12 @@ def register(
 
     if not gate.passed:
         raise RegistryError("refusing to register a candidate that failed the gate")
+    metrics = json.loads(layout.metrics.read_text())
+    variants, shipped_model = metrics["variants"], layout.quantized_tflite(params.quantize.ptq_mode)
     example = data.load_calibration(layout, params.data)[:2].astype(np.float32)
-    signature = infer_signature(example, TFLiteModel(layout.int8_tflite).predict(example))
+    signature = infer_signature(example, TFLiteModel(shipped_model).predict(example))
     artifacts = {
-        "tflite": str(layout.int8_tflite),
+        "tflite": str(shipped_model),
         "metrics": str(layout.metrics),
         "gate": str(layout.gate_report),
         "edgetpu_report": str(layout.edgetpu_report),
@@ -143,8 +143,11 @@ def register(
             registered_model_name=name,
         )
         version = str(info.registered_model_version)
-        shipped = variants[SHIPPED]
+        shipped = variants[metrics["shipped"]]
+        quantized = json.loads(layout.quantize_report.read_text())
         tags = {
+            "quantize.method": quantized["method"],
+            "quantize.ptq_mode": quantized["ptq_mode"],
             "gate.verdict": gate.verdict,
             "metrics.int8_accuracy": shipped["accuracy"],
             "metrics.float_accuracy": variants["float_tflite"]["accuracy"],
@@ -284,6 +287,17 @@ def lineage(uri: str, name: str, ref: str) -> dict[str, Any]:
         "code": {"commit": run.data.tags.get("git.commit", ""), "dirty": run.data.tags.get("git.dirty", "")},
         "tags": dict(sorted(version.tags.items())),
     }
+
+
+def recorded_lock(uri: str, name: str, ref: str) -> tuple[str, dict[str, Any]]:
+    """(version, the dvc.lock logged with the run that made it)."""
+    with server_errors(uri):
+        mlflow_client = client(uri)
+        version = resolve(mlflow_client, name, ref)
+        lock = _artifact_json(mlflow_client, version.run_id, "dvc.lock")
+    if not lock:
+        raise RegistryError(f"{name} version {version.version}: its run logged no dvc.lock; nothing to restore")
+    return str(version.version), lock
 
 
 def history(uri: str, name: str) -> list[dict[str, Any]]:

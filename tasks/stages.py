@@ -39,7 +39,7 @@ def train(layout: Layout, params: Params) -> dict[str, Any]:
     from tasks import data
     from tasks.train import build_model, save_model, train_model
 
-    split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
+    split, _ = data.load_fit_validation(layout, params.data)
     model = build_model(split.x.shape[1:], len(split.class_names), params.train)
     result = train_model(model, split, params.train)
     save_model(model, layout.float_model)
@@ -54,7 +54,7 @@ def prune(layout: Layout, params: Params) -> dict[str, Any]:
     from tasks.prune import prune_model
     from tasks.train import load_model, save_model
 
-    split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
+    split, _ = data.load_fit_validation(layout, params.data)
     model = load_model(layout.float_model)
     pruned, result = prune_model(model, split, params.prune, params.train.batch_size)
     save_model(pruned, layout.pruned_model)
@@ -63,29 +63,72 @@ def prune(layout: Layout, params: Params) -> dict[str, Any]:
 
 
 def quantize(layout: Layout, params: Params) -> dict[str, Any]:
-    """data/tflite/model_float.tflite (reference) and model_int8.tflite (from the pruned model)."""
+    """data/tflite/model_float.tflite (reference), the shipped quantized model, and the debugger report."""
     from tasks import data
     from tasks.fsutil import staging_file
     from tasks.inference import TFLiteModel
-    from tasks.quantize import to_float_tflite, to_int8_tflite
+    from tasks.quantize import quantize_model, to_float_tflite
     from tasks.train import load_model
 
+    settings = params.quantize
     calibration = data.load_calibration(layout, params.data)
-    float_bytes = to_float_tflite(load_model(layout.float_model))
-    int8_bytes = to_int8_tflite(load_model(layout.pruned_model), calibration, params.quantize)
-    with staging_file(layout.float_tflite) as tmp_float, staging_file(layout.int8_tflite) as tmp_int8:
+    fit, validation = data.load_fit_validation(layout, params.data)
+    float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
+    prune_report = json.loads(layout.prune_report.read_text())
+    outcome = quantize_model(
+        float_model,
+        pruned_model,
+        fit,
+        validation,
+        calibration,
+        settings,
+        params.train.batch_size,
+        tuple(prune_report["pruned_weights"]),
+    )
+    float_bytes = to_float_tflite(float_model)
+    shipped = layout.quantized_tflite(settings.ptq_mode)
+    with staging_file(layout.float_tflite) as tmp_float, staging_file(shipped) as tmp_shipped:
         tmp_float.write_bytes(float_bytes)
-        tmp_int8.write_bytes(int8_bytes)
-        int8 = TFLiteModel(tmp_int8)
+        tmp_shipped.write_bytes(outcome.model)
+        model = TFLiteModel(tmp_shipped)
         report = {
+            "method": outcome.method,
+            "ptq_mode": settings.ptq_mode,
+            "choice": outcome.choice,
             "float_bytes": len(float_bytes),
-            "int8_bytes": len(int8_bytes),
-            "input_dtype": int8.input_dtype.name,
-            "output_dtype": int8.output_dtype.name,
+            "quantized_bytes": len(outcome.model),
+            "input_dtype": model.input_dtype.name,
+            "output_dtype": model.output_dtype.name,
             "calibration_samples": len(calibration),
+            "sparsity_before": outcome.sparsity_before,
+            "sparsity_after": outcome.sparsity_after,
+            "trials": [asdict(trial) for trial in outcome.trials],
         }
+    _write_debug_report(layout, params, pruned_model, calibration)
     _write_json(layout.quantize_report, report)
-    return report
+    return {key: report[key] for key in ("method", "ptq_mode", "quantized_bytes", "input_dtype")}
+
+
+def _write_debug_report(layout: Layout, params: Params, model: Any, calibration: Any) -> None:
+    """data/reports/quant_debug.csv and .png: per-layer int8 error (a note when not applicable)."""
+    from tasks.fsutil import staging_file, write_text
+    from tasks.quantize import debug_int8
+    from tasks.report import plot_worst_layers
+
+    settings = params.quantize
+    rows: list[dict[str, Any]] = []
+    note = ""
+    if not settings.debug_layers:
+        note = "quantize.debug_layers is false"
+    elif settings.ptq_mode != "int8":
+        note = f"the debugger measures int8 error; ptq_mode is {settings.ptq_mode}"
+    else:
+        rows = debug_int8(model, calibration, settings)
+    columns = list(rows[0]) if rows else ["op_name", "tensor_idx", "rmse_per_scale"]
+    lines = [",".join(columns)] + [",".join(str(row.get(column, "")) for column in columns) for row in rows]
+    write_text(layout.quant_debug_csv, "\n".join(lines) + "\n")
+    with staging_file(layout.quant_debug_plot) as tmp:
+        plot_worst_layers(rows, tmp, note)
 
 
 def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
@@ -95,13 +138,20 @@ def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
 
     test = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
     prune_report = json.loads(layout.prune_report.read_text())
+    mode = params.quantize.ptq_mode
+    shipped = f"{mode}_tflite"
     variants = {
         "float": keras_variant(layout.float_model, test, params.evaluate),
         "pruned": {**keras_variant(layout.pruned_model, test, params.evaluate), "sparsity": prune_report["sparsity"]},
         "float_tflite": tflite_variant(layout.float_tflite, test, params.evaluate),
-        "int8_tflite": tflite_variant(layout.int8_tflite, test, params.evaluate),
+        shipped: tflite_variant(layout.quantized_tflite(mode), test, params.evaluate),
     }
-    metrics = {"test_images": len(test.y), "variants": variants, "summary": compare(variants)}
+    metrics = {
+        "test_images": len(test.y),
+        "shipped": shipped,
+        "variants": variants,
+        "summary": compare(variants, shipped),
+    }
     _write_json(layout.metrics, metrics)
     for name, values in variants.items():
         log.info(
@@ -120,7 +170,7 @@ def edgetpu(layout: Layout, params: Params) -> dict[str, Any]:
     from tasks.fsutil import replace_dir, staging_dir
 
     with staging_dir(layout.edgetpu_dir) as out:
-        report = check_and_compile(layout.int8_tflite, out, params.edgetpu)
+        report = check_and_compile(layout.quantized_tflite(params.quantize.ptq_mode), out, params.edgetpu)
         replace_dir(out, layout.edgetpu_dir)
     _write_json(layout.edgetpu_report, report)
     return {key: report[key] for key in ("source", "mapped_fraction", "subgraphs", "compiled")}

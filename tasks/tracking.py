@@ -44,9 +44,16 @@ def configure(root: Path) -> str:
 class TrackedRun:
     """The MLflow run of one pipeline run; every call is timed under 'tracking'."""
 
-    def __init__(self, run_id: str, timings: Timings) -> None:
+    def __init__(self, run_id: str, experiment_id: str, timings: Timings) -> None:
         self.run_id = run_id
+        self.experiment_id = experiment_id
         self._timings = timings
+
+    def link(self, uri: str) -> str:
+        """Where to look at this run (a URL when the tracking server has a UI)."""
+        from tasks.summary import mlflow_link
+
+        return mlflow_link(uri, self.experiment_id, self.run_id)
 
     def log_outcome(self, layout: Layout, outcomes: list[StageOutcome]) -> dict[str, Any]:
         """Log every stage's metrics and timing, the models, the reports and the data hashes.
@@ -71,8 +78,12 @@ class TrackedRun:
                     "dvc.calibration_md5": hashes.get("data/calibration", ""),
                 }
             )
-            for path in (layout.float_tflite, layout.int8_tflite):
+            quantized = json.loads(layout.quantize_report.read_text())
+            for path in (layout.float_tflite, layout.quantized_tflite(quantized["ptq_mode"])):
                 mlflow.log_artifact(str(path), artifact_path="tflite")
+            for path in (layout.quant_debug_csv, layout.quant_debug_plot):
+                mlflow.log_artifact(str(path), artifact_path="reports")
+            self._log_trials(quantized["trials"])
             for path in (
                 layout.train_report,
                 layout.prune_report,
@@ -84,6 +95,20 @@ class TrackedRun:
             mlflow.log_artifacts(str(layout.edgetpu_dir), artifact_path="tflite/edgetpu")
             mlflow.log_artifact(str(layout.root / "dvc.lock"))
         return metrics
+
+    @staticmethod
+    def _log_trials(trials: list[dict[str, Any]]) -> None:
+        """Each quantization attempt as a nested run: its metrics, and why it was kept or rejected."""
+        import mlflow
+
+        for trial in trials:
+            with mlflow.start_run(run_name=f"quantize/{trial['name']}", nested=True):
+                mlflow.log_metrics(
+                    {k: float(trial[k]) for k in ("accuracy", "drop", "size_bytes", "sparsity") if trial[k] is not None}
+                )
+                mlflow.set_tags(
+                    {"method": trial["method"], "kept": str(trial["kept"]).lower(), "reason": trial["reason"]}
+                )
 
     def log_gate(self, layout: Layout, result: GateResult) -> None:
         """The gate verdict as a tag, each check's observed value as a metric, gate.json as an artifact."""
@@ -109,7 +134,7 @@ def pipeline_run(root: Path, params: Params, timings: Timings) -> Iterator[Track
         mlflow.set_tags({"git.commit": code.commit, "git.dirty": str(code.dirty).lower()})
     status = "FAILED"
     try:
-        yield TrackedRun(run.info.run_id, timings)
+        yield TrackedRun(run.info.run_id, run.info.experiment_id, timings)
         status = "FINISHED"
     finally:
         with timings.measure("tracking"):
@@ -132,7 +157,15 @@ def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
     tpu = reports["edgetpu"]
     reports["edgetpu"] = {key: tpu[key] for key in ("mapped_fraction", "subgraphs", "source", "note")}
     evaluation = reports["evaluate"]
-    reports["evaluate"] = {**evaluation["variants"], **evaluation["summary"], "test_images": evaluation["test_images"]}
+    reports["evaluate"] = {
+        **evaluation["variants"],
+        **evaluation["summary"],
+        "test_images": evaluation["test_images"],
+        "shipped": evaluation["shipped"],
+        "shipped_accuracy": evaluation["variants"][evaluation["shipped"]]["accuracy"],
+    }
+    quantized = reports["quantize"]
+    reports["quantize"] = {k: v for k, v in quantized.items() if k != "trials"}
     return reports
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import chdir, contextmanager
+from contextlib import chdir, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,3 +93,79 @@ def code_version(root: Path) -> CodeVersion:
     except (OSError, subprocess.CalledProcessError):
         return CodeVersion(commit="unknown", dirty=True)
     return CodeVersion(commit=commit, dirty=bool(status.strip()))
+
+
+def push(root: Path) -> int:
+    """`dvc push` every stage out to the default remote; the number of files sent."""
+    from dvc.exceptions import DvcException
+
+    with _repo(root) as repo:
+        remote = repo.config["core"].get("remote")
+        if not remote:
+            raise EdgecompressError("dvc push: no default DVC remote; `dvc remote add -d NAME URL` (see README)")
+        try:
+            return int(repo.push())
+        except DvcException as error:
+            raise EdgecompressError(f"dvc push to remote '{remote}' failed: {str(error).splitlines()[0]}") from None
+
+
+def restore_outputs(root: Path, lock: dict[str, Any], into: Path) -> list[str]:
+    """Materialise the outs a dvc.lock recorded into `into`/<path>, from the DVC cache or remote.
+
+    The project's work tree is not touched: a scratch DVC repository that shares the project's
+    cache and remotes holds one .dvc file per out, and DVC's own checkout (then pull, for what the
+    cache lacks) writes the files. Returns the restored paths; objects found in neither the cache
+    nor the remote are reported by name.
+    """
+    import shutil
+    import tempfile
+
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    outs = [out for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []]
+    if not outs:
+        raise EdgecompressError("the run's dvc.lock records no outputs to restore")
+    if into.exists() and any(into.iterdir()):
+        raise EdgecompressError(f"{into}: not empty; choose a new folder with --into")
+    with _repo(root) as project:
+        cache = project.cache.local_cache_dir  # the cache root (.dvc/cache), not its files/md5 part
+        remotes = {name: dict(section) for name, section in project.config["remote"].items()}
+        default = project.config["core"].get("remote")
+    scratch = Path(tempfile.mkdtemp(prefix=".restore-", dir=into.parent if into.parent.exists() else None))
+    try:
+        with chdir(scratch):
+            Repo.init(str(scratch), no_scm=True)
+            with Repo(str(scratch)) as repo, repo.config.edit() as config:
+                config["cache"]["dir"] = cache
+                for name, section in remotes.items():
+                    config["remote"][name] = section
+                if default:
+                    config["core"]["remote"] = default
+            for out in outs:
+                entry = {key: value for key, value in out.items() if key != "path"}
+                target = scratch / out["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (target.parent / f"{target.name}.dvc").write_text(
+                    yaml.safe_dump({"outs": [{**entry, "path": target.name}]})
+                )
+            with Repo(str(scratch)) as repo:
+                logging.getLogger("dvc").setLevel(logging.ERROR)
+                try:
+                    repo.checkout(force=True)
+                except DvcException:
+                    # What the cache lacks may be on the remote; what is on neither is reported
+                    # below, by name.
+                    with suppress(DvcException):
+                        repo.pull(force=True)
+        missing = [f"{out['path']} ({out.get('md5', '?')})" for out in outs if not (scratch / out["path"]).exists()]
+        if missing:
+            where = f"the DVC cache or remote '{default}'" if default else "the DVC cache (no default remote)"
+            raise EdgecompressError(f"not in {where}: {', '.join(missing)}")
+        for pointer in (scratch / "data").rglob("*.dvc"):
+            pointer.unlink()  # the scratch repo's bookkeeping, not part of the outputs
+        into.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(scratch / "data"), str(into / "data"))
+        return [out["path"] for out in outs]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

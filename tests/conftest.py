@@ -22,11 +22,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Small budgets: enough epochs to learn the digits, few enough for a unit test.
 TINY = [
-    "train.epochs=4",
+    "train.epochs=6",
     "prune.epochs=2",
     "prune.frequency=5",
     "data.calibration_size=50",
 ]
+
+# Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets.
+# (tests/test_gate.py checks the thresholds themselves; the flow tests force failures explicitly.)
+LOOSE_GATE = ["gate.min_accuracy=0.5", "gate.max_accuracy_drop=0.2"]
 
 # What a fresh clone holds that the pipeline needs; everything under data/ is generated.
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tasks.layout import Layout
-from tests.conftest import TINY, make_project
+from tasks.params import load_params
+from tests.conftest import LOOSE_GATE, TINY, make_project
 
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
@@ -22,7 +24,7 @@ def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Layout:
-    return make_project(tmp_path / "project", overrides=TINY)
+    return make_project(tmp_path / "project", overrides=TINY + LOOSE_GATE)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *named: str) -> None:
@@ -80,4 +82,25 @@ def test_run_prints_variants_and_where_the_time_went(project: Layout) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     for text in ("int8_tflite", "float_tflite", "pruned", "tracking (MLflow)", "start-up", "total"):
         assert text in result.stdout
-    assert "skipped" not in result.stdout
+    for stage in ("prepare", "train", "prune", "quantize", "evaluate", "edgetpu"):
+        row = next(line for line in result.stdout.splitlines() if f" {stage} " in line and "│" in line)
+        assert " ran " in row, row
+
+
+@pytest.mark.slow
+def test_auto_quantization_from_the_command_line(project: Layout) -> None:
+    result = edgecompress(
+        "run",
+        "-S",
+        "quantize.method=auto",
+        "-S",
+        "quantize.qat_epochs=1",
+        "-S",
+        "quantize.max_trials=2",
+        cwd=project.root,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((project.root / "data" / "reports" / "quantize.json").read_text())
+    assert report["trials"][0]["name"] == "ptq_int8"
+    assert sum(trial["kept"] for trial in report["trials"]) == 1
+    assert load_params(project.params_file).quantize.method == "auto"  # a successful -S stays, as with dvc exp run

@@ -64,6 +64,15 @@ def test_calibration_is_class_stratified(layout: Layout) -> None:
     assert {p.name for p in layout.calibration.rglob("*.png")} <= train_names
 
 
+def test_images_added_to_exported_digits_are_kept(layout: Layout, params: Params) -> None:
+    data.prepare(params.data, layout)
+    extra = layout.raw / "train" / "3" / "mine.png"
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8), mode="L").save(extra)
+    result = data.prepare(params.data, layout)
+    assert extra.is_file()
+    assert result.images_per_split["train"] == 1 + sum(1 for p in (layout.raw / "train").rglob("*.png") if p != extra)
+
+
 def test_load_split_reads_through_tfds(layout: Layout, params: Params) -> None:
     data.prepare(params.data, layout)
     split = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
@@ -101,6 +110,7 @@ def test_folder_source_is_copied(layout: Layout, tmp_path: Path) -> None:
     result = data.prepare(params.data, layout)
     assert result.num_classes == 3
     assert result.images_per_split == {"train": 12, "test": 12}
+    (layout.raw / data.SOURCE_FILE).unlink()  # the only file prepare adds: where the data came from
     assert tree_digest(layout.raw) == tree_digest(source)
     assert sum(class_counts(layout.calibration / data.CALIBRATION_SPLIT).values()) == 6
 

@@ -17,7 +17,7 @@ from tasks.errors import DataError
 from tasks.gate import GateFailed
 from tasks.layout import Layout
 from tasks.params import write_overrides
-from tests.conftest import TINY, dvc, make_project
+from tests.conftest import LOOSE_GATE, TINY, dvc, make_project
 from tests.test_data import make_folder, tree_digest
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def lock_hash(layout: Layout, out: str) -> str:
 def project(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Iterator[Layout]:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield make_project(tmp_path_factory.mktemp("flow") / "project", overrides=TINY)
+        yield make_project(tmp_path_factory.mktemp("flow") / "project", overrides=TINY + LOOSE_GATE)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +182,22 @@ def test_lineage_shows_the_calibration_hash_of_each_version(project: Layout, fir
     assert new["data"]["data/raw"] == old["data"]["data/raw"]
     assert old["run_id"] == first.run_id and old["gate"]["verdict"] == "passed"
     assert "champion" in old["aliases"]
+
+
+def test_qat_run_reruns_from_quantize_and_logs_its_trials(project: Layout, first: RunReport) -> None:
+    write_overrides(project.params_file, ["quantize.method=qat", "quantize.qat_epochs=1"])
+    report = compress(project=str(project.root))
+    assert ran(report) == ["quantize", "evaluate", "edgetpu"]
+    quantized = json.loads(project.quantize_report.read_text())
+    assert quantized["method"] == "qat" and quantized["input_dtype"] == "int8"
+    assert quantized["sparsity_after"] >= quantized["sparsity_before"] - 0.01
+    client = registry.client(report.tracking_uri)
+    experiment = client.get_run(report.run_id).info.experiment_id
+    nested = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{report.run_id}'")
+    assert [run.data.tags["method"] for run in nested] == ["qat"]
+    assert nested[0].data.tags["kept"] == "true"
+    if report.version is not None:
+        assert client.get_model_version(MODEL, report.version).tags["quantize.method"] == "qat"
 
 
 def test_failed_stage_marks_the_run_failed_and_keeps_outputs(project: Layout, first: RunReport, tmp_path: Path) -> None:

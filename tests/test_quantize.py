@@ -12,7 +12,7 @@ from tasks.errors import StageError
 from tasks.inference import TFLiteModel
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.quantize import to_int8_tflite
+from tasks.quantize import debug_int8, qat_model, quantize_model, to_int8_tflite, to_ptq_tflite
 from tasks.stages import quantize
 from tasks.train import load_model
 from tests.conftest import repo_params
@@ -43,7 +43,8 @@ def test_int8_is_under_a_third_of_float(quantized: tuple[Layout, Params]) -> Non
     layout, _ = quantized
     assert layout.int8_tflite.stat().st_size <= 0.3 * layout.float_tflite.stat().st_size
     report = json.loads(layout.quantize_report.read_text())
-    assert report["int8_bytes"] == layout.int8_tflite.stat().st_size
+    assert report["quantized_bytes"] == layout.int8_tflite.stat().st_size
+    assert report["method"] == "ptq" and [t["kept"] for t in report["trials"]] == [True]
 
 
 def test_int8_agrees_with_keras(quantized: tuple[Layout, Params]) -> None:
@@ -62,6 +63,85 @@ def test_uint8_io(quantized: tuple[Layout, Params], tmp_path) -> None:  # type: 
     path.write_bytes(to_int8_tflite(load_model(layout.pruned_model), calibration, params.quantize))
     model = TFLiteModel(path)
     assert model.input_dtype == np.uint8 and model.output_dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", ["dynamic_range", "float16"])
+def test_other_ptq_modes_keep_float_io(quantized: tuple[Layout, Params], mode: str) -> None:
+    layout, _ = quantized
+    params = repo_params([f"quantize.ptq_mode={mode}"])
+    calibration = data.load_calibration(layout, params.data)
+    model_bytes = to_ptq_tflite(load_model(layout.pruned_model), calibration, params.quantize)
+    path = layout.root / f"check_{mode}.tflite"
+    path.write_bytes(model_bytes)
+    model = TFLiteModel(path)
+    dtypes = {dtype.name for dtype in model.tensor_dtypes()}
+    assert model.input_dtype == np.float32 and model.output_dtype == np.float32
+    # dynamic range stores weights as int8; float16 stores them as float16
+    assert ("int8" if mode == "dynamic_range" else "float16") in dtypes
+    float_size = layout.float_tflite.stat().st_size
+    assert len(model_bytes) < (0.3 if mode == "dynamic_range" else 0.6) * float_size
+
+
+def test_qat_layer_names_are_checked(quantized: tuple[Layout, Params]) -> None:
+    layout, params = quantized
+    settings = repo_params(["quantize.method=qat", "quantize.qat_layers=[dense, no_such_layer]"]).quantize
+    fit, _ = data.load_fit_validation(layout, params.data)
+    with pytest.raises(StageError, match=r"quantize\.qat_layers: no layer named no_such_layer"):
+        qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32)
+
+
+def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Params]) -> None:
+    layout, params = quantized
+    settings = repo_params(["quantize.method=auto", "quantize.qat_epochs=1", "quantize.max_trials=2"]).quantize
+    fit, validation = data.load_fit_validation(layout, params.data)
+    calibration = data.load_calibration(layout, params.data)
+    pruned = json.loads(layout.prune_report.read_text())["pruned_weights"]
+    # A calibration set of one black image gives PTQ useless activation ranges: it must fail the
+    # tolerance, while QAT learns its ranges in training and does not depend on it.
+    black = np.zeros_like(calibration[:1])
+    outcome = quantize_model(
+        load_model(layout.float_model),
+        load_model(layout.pruned_model),
+        fit,
+        validation,
+        black,
+        settings,
+        32,
+        tuple(pruned),
+    )
+    names = [trial.name for trial in outcome.trials]
+    assert names[0] == "ptq_int8" and names[1].startswith("qat_")
+    assert not outcome.trials[0].kept and "tolerable_drop" in outcome.trials[0].reason
+    assert outcome.method == "qat" and outcome.trials[1].kept
+    assert outcome.trials[1].drop <= settings.tolerable_drop
+    assert outcome.sparsity_before is not None and outcome.sparsity_after is not None
+    assert outcome.sparsity_after >= outcome.sparsity_before - 0.01  # prune-preserving QAT
+    path = layout.root / "auto.tflite"
+    path.write_bytes(outcome.model)
+    model = TFLiteModel(path)
+    assert model.input_dtype == np.int8 and "f" not in {d.kind for d in model.tensor_dtypes()}
+
+
+def test_qat_on_named_layers_converts_to_int8(quantized: tuple[Layout, Params]) -> None:
+    layout, params = quantized
+    settings = repo_params(["quantize.method=qat", "quantize.qat_layers=[dense, classes]"]).quantize
+    fit, _ = data.load_fit_validation(layout, params.data)
+    qat = qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32)
+    wrapped = {layer.name for layer in qat.layers if type(layer).__name__.startswith("Quantize")}
+    assert {"quant_dense", "quant_classes"} <= wrapped
+    assert "quant_conv" not in wrapped
+
+
+def test_debugger_report_lists_layers_worst_first(quantized: tuple[Layout, Params]) -> None:
+    layout, params = quantized
+    rows = debug_int8(load_model(layout.pruned_model), data.load_calibration(layout, params.data), params.quantize)
+    errors = [row["rmse_per_scale"] for row in rows]
+    assert rows and errors == sorted(errors, reverse=True)
+    assert (
+        layout.quant_debug_csv.read_text().splitlines()[0].startswith("op_name")
+        or "op_name" in layout.quant_debug_csv.read_text()
+    )
+    assert layout.quant_debug_plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_empty_calibration_set_is_refused(quantized: tuple[Layout, Params]) -> None:

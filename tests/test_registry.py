@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from tasks import registry
 from tasks.gate import run_gate
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.stages import evaluate, quantize
+from tasks.stages import edgetpu, evaluate, quantize
 
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
@@ -26,17 +25,17 @@ def store(trained: tuple[Layout, Params], tmp_path_factory: pytest.TempPathFacto
     layout, params = trained
     quantize(layout, params)
     evaluate(layout, params)
+    edgetpu(layout, params)
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("registry-test", artifact_location=(layout.root / "artifacts").as_uri())
-    variants = json.loads(layout.metrics.read_text())["variants"]
     for commit in ("a" * 40, "b" * 40):
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.set_tags({"git.commit": commit, "dvc.raw_md5": "raw-md5", "dvc.calibration_md5": "cal-md5"})
             mlflow.log_params(params.flat())
             result = run_gate(layout, params.gate, registry.champion_accuracy(uri, params.registry.model_name))
             mlflow.log_artifact(str(layout.gate_report), artifact_path="reports")
-            registry.register(uri, layout, params, run.info.run_id, result, variants)
+            registry.register(uri, layout, params, run.info.run_id, result)
     return uri, params, layout
 
 

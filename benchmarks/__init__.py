@@ -1,0 +1,1 @@
+"""Benchmarks: measurements reported against targets, never asserted (run them as `python -m benchmarks.NAME`)."""
