@@ -1,0 +1,113 @@
+"""How cheap is a scheduled retrain when nothing changed? Measured beside a full run, in one go.
+
+Run from the project root: `python -m benchmarks.retrain [--out data/reports/retrain_benchmark.json]`.
+It copies the project into a scratch git + DVC repository, then, in one process (as a served
+schedule runs them): a full compression run, and a retrain with nothing changed. It also times
+the same skipped retrain from a fresh `edgecompress retrain` process, which pays Python, Prefect
+and DVC start-up again. Target: the skipped retrain at most 10% of the full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")
+TARGET = 0.10
+
+
+def _progress(message: str) -> None:
+    print(f"[retrain benchmark] {message}", file=sys.stderr, flush=True)
+
+
+def scratch_project(folder: Path) -> Path:
+    """The project as a fresh clone has it, in its own git + DVC repository, with a local DVC remote."""
+    project = folder / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "tmp", "cache", "config.local")
+            shutil.copytree(source, project / name, ignore=ignore)
+        else:
+            shutil.copy2(source, project / name)
+    git = ["git", "-c", "user.name=benchmark", "-c", "user.email=benchmark@example.com"]
+    for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "project"]):
+        subprocess.run(command, cwd=project, check=True)
+    remote = folder / "dvcstore"
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "-f", "local", str(remote)],
+        cwd=project,
+        check=True,
+    )
+    return project
+
+
+def measure(project: Path) -> dict[str, Any]:
+    """Seconds of a full run and of skipped retrains, warm (same process) and cold (new process)."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    import flows  # noqa: F401  (Prefect settings for a small machine)
+    from flows.compress import compress, flush_prefect_services
+    from flows.retrain import RetrainReport, retrain
+
+    _progress("full run (in process; includes the embedded Prefect server's start-up)")
+    started = time.perf_counter()
+    compress(project=str(project))
+    full = time.perf_counter() - started
+    _progress("retrain with nothing changed (same process)")
+    started = time.perf_counter()
+    report: RetrainReport = retrain(project=str(project))  # type: ignore[assignment]
+    warm = time.perf_counter() - started
+    if not report.skipped:
+        raise SystemExit("the second run was not skipped: something changed between the two runs")
+    flush_prefect_services()
+    _progress("retrain with nothing changed (fresh `edgecompress retrain` process)")
+    command = [str(Path(sys.executable).parent / "edgecompress"), "retrain"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=project, check=True, capture_output=True)
+    cold = time.perf_counter() - started
+    return {
+        "full_run_s": round(full, 2),
+        "skipped_retrain_warm_s": round(warm, 2),
+        "skipped_retrain_cold_s": round(cold, 2),
+        "ratios": {
+            "skipped_warm_over_full": {
+                "value": round(warm / full, 4),
+                "target": f"<= {TARGET}",
+                "met": warm / full <= TARGET,
+            },
+            "skipped_cold_over_full": {"value": round(cold / full, 4), "target": "(reported)", "met": None},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print a table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "reports" / "retrain_benchmark.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        result = measure(scratch_project(Path(folder)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'full run':<40}{result['full_run_s']:>8.2f} s")
+    print(f"{'skipped retrain, same process':<40}{result['skipped_retrain_warm_s']:>8.2f} s")
+    print(f"{'skipped retrain, new process':<40}{result['skipped_retrain_cold_s']:>8.2f} s")
+    for name, ratio in result["ratios"].items():
+        verdict = "" if ratio["met"] is None else ("pass" if ratio["met"] else "MISS")
+        print(f"{name:<40}{ratio['value']:>8.3f}   target {ratio['target']:<10}{verdict}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

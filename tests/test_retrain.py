@@ -1,0 +1,158 @@
+"""Scheduled retraining as a user and a scheduler run it: skip, retrain on new data, overlap, serve, checkout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks import registry
+from tasks.layout import Layout
+from tests.conftest import LOOSE_GATE, TINY, dvc, make_project
+
+pytestmark = pytest.mark.slow
+
+EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+MODEL = "edgecompress-digits"
+
+
+def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    return subprocess.run([EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def versions(layout: Layout) -> list[str]:
+    uri = f"sqlite:///{layout.root / 'mlflow.db'}"
+    return sorted(str(v.version) for v in registry.client(uri).search_model_versions(f"name='{MODEL}'"))
+
+
+def dvc_clean(layout: Layout) -> bool:
+    return json.loads(dvc("status", "--json", cwd=layout.root).stdout or "{}") == {}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    layout = make_project(tmp_path_factory.mktemp("retrain") / "project", overrides=TINY + LOOSE_GATE)
+    first = edgecompress("retrain", cwd=layout.root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "changed: prepare" in first.stdout
+    assert "dvc push:" in first.stdout
+    return layout
+
+
+def test_first_retrain_runs_registers_and_pushes(project: Layout) -> None:
+    assert versions(project) == ["1"]
+    assert dvc_clean(project)
+    remote = project.root.parent / f"{project.root.name}-dvcstore"
+    assert any(remote.rglob("*")), "outputs pushed to the DVC remote"
+    assert json.loads(dvc("status", "--cloud", "--json", cwd=project.root).stdout or "{}") == {}
+
+
+def test_no_change_is_skipped_and_registers_nothing(project: Layout) -> None:
+    result = edgecompress("retrain", cwd=project.root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped: no change" in result.stdout
+    assert "Completed('skipped: no change')" in result.stdout + result.stderr
+    assert versions(project) == ["1"]
+
+
+def test_an_added_image_triggers_a_retrain(project: Layout) -> None:
+    source = next((project.raw / "train" / "3").glob("*.png"))
+    shutil.copy(source, project.raw / "train" / "3" / "added.png")
+    result = edgecompress("retrain", cwd=project.root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "prepare (changed outs: data/raw modified)" in result.stdout
+    assert versions(project) == ["1", "2"]
+    assert dvc_clean(project)
+    assert (project.raw / "train" / "3" / "added.png").is_file()  # the user's image is kept
+
+
+def test_two_retrains_at_once_leave_one_version(project: Layout) -> None:
+    source = next((project.raw / "train" / "5").glob("*.png"))
+    shutil.copy(source, project.raw / "train" / "5" / "added.png")
+    before = versions(project)
+    results: list[subprocess.CompletedProcess[str]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(edgecompress("retrain", cwd=project.root))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.5)
+    for thread in threads:
+        thread.join()
+    codes = sorted(result.returncode for result in results)
+    assert codes == [0, 1], [r.stderr[-1500:] for r in results]
+    refused = next(result for result in results if result.returncode == 1)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "already running" in errors[0]
+    assert len(versions(project)) == len(before) + 1
+    assert dvc_clean(project)
+
+
+def test_checkout_restores_a_version_into_its_own_folder(project: Layout, tmp_path: Path) -> None:
+    lock_before = (project.root / "dvc.lock").read_text()
+    target = tmp_path / "v1"
+    result = edgecompress("checkout", f"{MODEL}@1", "--into", str(target), cwd=project.root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    uri = f"sqlite:///{project.root / 'mlflow.db'}"
+    _, lock = registry.recorded_lock(uri, MODEL, "1")
+    recorded = {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+    model = target / "data" / "tflite" / "model_int8.tflite"
+    assert hashlib.md5(model.read_bytes()).hexdigest() == recorded["data/tflite/model_int8.tflite"]
+    assert not (target / "data" / "raw" / "train" / "3" / "added.png").exists()  # v1 predates that image
+    assert not list(target.rglob("*.dvc"))
+    assert (project.root / "dvc.lock").read_text() == lock_before  # the work tree is untouched
+    assert dvc_clean(project)
+
+
+def test_checkout_names_missing_objects(project: Layout, tmp_path: Path) -> None:
+    uri = f"sqlite:///{project.root / 'mlflow.db'}"
+    _, lock = registry.recorded_lock(uri, MODEL, "1")
+    md5 = next(
+        o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] == "data/reports/train.json"
+    )
+    for store in (project.root / ".dvc" / "cache", project.root.parent / f"{project.root.name}-dvcstore"):
+        for path in store.rglob(md5[2:]):
+            path.unlink()
+    result = edgecompress("checkout", "1", "--into", str(tmp_path / "gone"), cwd=project.root)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "data/reports/train.json" in errors[0]
+    assert not (tmp_path / "gone").exists()
+
+
+def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    server = subprocess.Popen(
+        [EDGECOMPRESS, "serve", "--interval", "5"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(server.stdout or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any("skipped: no change" in line for line in lines):
+        time.sleep(1)
+    saw_run = any("skipped: no change" in line for line in lines)
+    server.send_signal(signal.SIGINT)
+    try:
+        code = server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert saw_run, "".join(lines[-40:])
+    assert code == 0
+    assert not any("Traceback" in line for line in lines)
