@@ -6,13 +6,16 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
 if TYPE_CHECKING:
     from flows.compress import RunReport
+
+T = TypeVar("T")
 
 app = typer.Typer(
     add_completion=False,
@@ -49,7 +52,6 @@ def run(
     """Run the compression flow under Prefect: the stages, the gate, registration."""
     from tasks.errors import EdgecompressError
     from tasks.fsutil import write_text
-    from tasks.gate import GateFailed
     from tasks.params import write_overrides
 
     root = project.resolve()
@@ -60,49 +62,49 @@ def run(
         write_overrides(params_file, list(set_ or []))
     except EdgecompressError as error:
         _fail(str(error))
-    from flows.compress import compress, flush_prefect_services
+    from flows.compress import compress
+
+    def restore_params() -> None:
+        if original is not None and set_:
+            write_text(params_file, original)
+
+    report = _run_flow(root, lambda: compress(project=str(root)), on_failure=restore_params)
+    _print_report(report, process_started=time.time() - _process_age(), finished=time.time())
+
+
+def _run_flow(root: Path, call: Callable[[], T], on_failure: Callable[[], None] | None = None) -> T:
+    """Run a flow as every command does: domain logs shown, Prefect flushed, expected errors in one line."""
+    from flows.compress import flush_prefect_services
+    from tasks.errors import EdgecompressError
+    from tasks.gate import GateFailed
 
     # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
     logging.getLogger("tasks").setLevel(logging.INFO)
     try:
-        report = compress(project=str(root))
+        result = call()
     except BaseException as error:
         flush_prefect_services()
-        if original is not None and set_:
-            write_text(params_file, original)
+        if on_failure is not None:
+            on_failure()
         if isinstance(error, GateFailed):
             _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
         if isinstance(error, EdgecompressError):
             _fail(str(error))
         raise
     flush_prefect_services()
-    _print_report(report, process_started=time.time() - _process_age(), finished=time.time())
+    return result
 
 
 @app.command()
 def retrain(project: ProjectOption = Path(".")) -> None:
     """One scheduled-style retrain: skipped in seconds when nothing changed; else run, gate, register, push."""
-    from tasks.errors import EdgecompressError
-    from tasks.gate import GateFailed
-
     root = project.resolve()
     if not (root / "params.yaml").is_file():
         _fail(f"{root / 'params.yaml'}: not found (run from the project folder or pass --project)")
-    from flows.compress import flush_prefect_services
     from flows.retrain import SKIPPED, RetrainReport
     from flows.retrain import retrain as retrain_flow
 
-    logging.getLogger("tasks").setLevel(logging.INFO)
-    try:
-        result = cast("RetrainReport", retrain_flow(project=str(root)))
-    except BaseException as error:
-        flush_prefect_services()
-        if isinstance(error, GateFailed):
-            _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
-        if isinstance(error, EdgecompressError):
-            _fail(str(error))
-        raise
-    flush_prefect_services()
+    result = _run_flow(root, lambda: cast("RetrainReport", retrain_flow(project=str(root))))
     if result.skipped:
         typer.echo(f"{SKIPPED}: DVC reports every stage up to date")
         return
@@ -138,7 +140,8 @@ def serve(
     # use PREFECT_API_URL when set, else start a local `prefect server` for as long as we serve.
     with prefect_server() as api:
         typer.echo(f"serving retrain of {root} on {schedule} through {api}; Ctrl-C stops")
-        retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, **schedule)
+        # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
+        retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
 
 
 @app.command()

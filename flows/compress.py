@@ -48,7 +48,8 @@ class _ExpectedErrorsInOneLine(logging.Filter):
         return True
 
 
-def _quiet_expected_errors() -> None:
+def quiet_expected_errors() -> None:
+    """Log EdgecompressErrors from task and flow runs as their one-line message, without a traceback."""
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ExpectedErrorsInOneLine) for f in logger.filters):
@@ -168,7 +169,7 @@ def promote_if_better(uri: str, params: Params, version: str, accuracy: float) -
 def compress(project: str = ".") -> RunReport:
     """Run the pipeline in-process on the project at `project`; register the model if it passes the gate."""
     started_at = time.time()
-    _quiet_expected_errors()
+    quiet_expected_errors()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
     uri = tracking.tracking_uri(layout.root)

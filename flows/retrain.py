@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows.compress import RunReport, compress
+from flows.compress import RunReport, compress, quiet_expected_errors
 from tasks import pipeline, summary, versioning
 from tasks.layout import Layout
 from tasks.locking import project_lock
@@ -49,6 +49,7 @@ def push(layout: Layout) -> int:
 @flow(name="retrain", log_prints=True)
 def retrain(project: str = ".") -> Any:
     """One scheduled retrain of the project at `project`: skipped in seconds when nothing changed."""
+    quiet_expected_errors()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
     with project_lock(layout.root, params.retrain.wait_s):
