@@ -225,7 +225,8 @@ def _print_report(report: RunReport, process_started: float, finished: float) ->
     _print_gate(report.gate.to_dict())
     console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
     if report.version is not None:
-        console.print(f"registered version {report.version} as 'candidate'")
+        verb = "registered" if report.version.new else "already registered (same model) as"
+        console.print(f"{verb} version {report.version.version}, now 'candidate'")
     if report.promoted is not None:
         console.print(report.promoted.message)
 

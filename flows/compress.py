@@ -32,7 +32,7 @@ class RunReport:
     stages: list[pipeline.StageOutcome]
     metrics: dict[str, Any]
     gate: GateResult
-    version: str | None = None
+    version: registry.Registered | None = None
     promoted: registry.Moved | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
@@ -152,8 +152,10 @@ def gate(layout: Layout, params: Params, champion_accuracy: float | None, run: t
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def register(uri: str, layout: Layout, params: Params, run: tracking.TrackedRun, result: GateResult) -> str:
-    """Register the gated int8 model as a new version aliased `candidate`."""
+def register(
+    uri: str, layout: Layout, params: Params, run: tracking.TrackedRun, result: GateResult
+) -> registry.Registered:
+    """Register the gated model as a version aliased `candidate` (reusing an identical one)."""
     return registry.register(uri, layout, params, run.run_id, result)
 
 
@@ -189,11 +191,13 @@ def compress(project: str = ".") -> RunReport:
         if verdict.passed:
             version = register(uri, layout, params, run, verdict)
             if params.registry.auto_promote:
-                promoted = promote_if_better(uri, params, version, metrics["evaluate"]["shipped_accuracy"])
+                promoted = promote_if_better(uri, params, version.version, metrics["evaluate"]["shipped_accuracy"])
         shipped = metrics["evaluate"][metrics["evaluate"]["shipped"]]
         create_markdown_artifact(
             key="run",
-            markdown=summary.run_markdown(outcomes, verdict, run.link(uri), version, shipped),
+            markdown=summary.run_markdown(
+                outcomes, verdict, run.link(uri), version.version if version else None, shipped
+            ),
             description=verdict.summary(),
         )
     if not verdict.passed:

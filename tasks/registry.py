@@ -45,6 +45,14 @@ class RegistryError(EdgecompressError):
 
 
 @dataclass(frozen=True)
+class Registered:
+    """The version a candidate is registered as, and whether this run created it."""
+
+    version: str
+    new: bool
+
+
+@dataclass(frozen=True)
 class Moved:
     """What an alias change did."""
 
@@ -103,8 +111,12 @@ def champion_accuracy(uri: str, name: str) -> float | None:
     return float(recorded) if recorded is not None else None
 
 
-def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateResult) -> str:
-    """Log the int8 model as a pyfunc in the run, register it, alias it `candidate`, tag it; return the version."""
+def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateResult) -> Registered:
+    """Log the shipped model as a pyfunc in the run, register it, alias it `candidate`, tag it.
+
+    A model already registered byte for byte (a run with nothing changed) is not registered again:
+    its version becomes the candidate.
+    """
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
@@ -116,6 +128,20 @@ def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateRe
         raise RegistryError("refusing to register a candidate that failed the gate")
     metrics = json.loads(layout.metrics.read_text())
     variants, shipped_model = metrics["variants"], layout.quantized_tflite(params.quantize.ptq_mode)
+    name = params.registry.model_name
+    digest = hashlib.md5(shipped_model.read_bytes()).hexdigest()
+    with server_errors(uri):
+        mlflow_client = client(uri)
+        same = [
+            v
+            for v in mlflow_client.search_model_versions(f"name = '{name}'")
+            if v.tags.get("model.md5") == digest and v.tags.get("gate.verdict") == "passed"
+        ]
+        if same:
+            existing = str(max(int(v.version) for v in same))
+            mlflow_client.set_registered_model_alias(name, CANDIDATE, existing)
+            log.info("the same model is already %s version %s; not registered again", name, existing)
+            return Registered(existing, new=False)
     example = data.load_calibration(layout, params.data)[:2].astype(np.float32)
     signature = infer_signature(example, TFLiteModel(shipped_model).predict(example))
     artifacts = {
@@ -127,9 +153,7 @@ def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateRe
     # The compiled model and the compiler's log travel with the version when the compiler ran.
     artifacts.update({path.name: str(path) for path in sorted(layout.edgetpu_dir.glob("*_edgetpu.*"))})
     edgetpu = json.loads(layout.edgetpu_report.read_text())
-    name = params.registry.model_name
     with server_errors(uri):
-        mlflow_client = client(uri)
         run_tags = mlflow_client.get_run(run_id).data.tags
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -159,6 +183,7 @@ def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateRe
             "dvc.raw_md5": run_tags.get("dvc.raw_md5", ""),
             "dvc.calibration_md5": run_tags.get("dvc.calibration_md5", ""),
             "params.hash": params_hash(params),
+            "model.md5": digest,
             "edgetpu.mapped_fraction": edgetpu["mapped_fraction"],
             "edgetpu.subgraphs": edgetpu["subgraphs"],
             "edgetpu.source": edgetpu["source"],
@@ -169,7 +194,7 @@ def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateRe
             mlflow_client.set_model_version_tag(name, version, key, str(value))
         mlflow_client.set_registered_model_alias(name, CANDIDATE, version)
     log.info("registered %s version %s as %s", name, version, CANDIDATE)
-    return version
+    return Registered(version, new=True)
 
 
 def _version(distribution: str) -> str:

@@ -104,7 +104,7 @@ def test_mlflow_run_has_metrics_artifacts_and_lineage_tags(project: Layout, firs
 
 def test_passing_run_registers_a_tagged_candidate(project: Layout, first: RunReport) -> None:
     assert first.gate.passed
-    assert first.version == "1"
+    assert first.version == registry.Registered("1", new=True)
     assert aliases(first) == {"candidate": "1"}
     tags = registry.client(first.tracking_uri).get_model_version(MODEL, "1").tags
     assert tags["gate.verdict"] == "passed"
@@ -120,6 +120,7 @@ def test_second_run_skips_everything(project: Layout, first: RunReport) -> None:
     assert ran(second) == []
     assert second.run_id != first.run_id
     assert second.metrics["evaluate"] == first.metrics["evaluate"]
+    assert second.version == registry.Registered("1", new=False)  # the same model, not registered again
     assert dvc_status(project) == {}
 
 
@@ -177,8 +178,8 @@ def test_lineage_shows_the_calibration_hash_of_each_version(project: Layout, fir
     old = registry.lineage(first.tracking_uri, MODEL, "1")
     write_overrides(project.params_file, ["data.calibration_size=40"])
     report = compress(project=str(project.root))
-    assert report.version is not None
-    new = registry.lineage(first.tracking_uri, MODEL, report.version)
+    assert report.version is not None and report.version.new
+    new = registry.lineage(first.tracking_uri, MODEL, report.version.version)
     assert new["data"]["data/calibration"] == lock_hash(project, "data/calibration")
     assert new["data"]["data/calibration"] != old["data"]["data/calibration"]
     assert new["data"]["data/raw"] == old["data"]["data/raw"]
@@ -199,7 +200,7 @@ def test_qat_run_reruns_from_quantize_and_logs_its_trials(project: Layout, first
     assert [run.data.tags["method"] for run in nested] == ["qat"]
     assert nested[0].data.tags["kept"] == "true"
     if report.version is not None:
-        assert client.get_model_version(MODEL, report.version).tags["quantize.method"] == "qat"
+        assert client.get_model_version(MODEL, report.version.version).tags["quantize.method"] == "qat"
 
 
 def test_failed_stage_marks_the_run_failed_and_keeps_outputs(project: Layout, first: RunReport, tmp_path: Path) -> None:

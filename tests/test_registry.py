@@ -15,28 +15,39 @@ from tasks.gate import run_gate
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import edgetpu, evaluate, quantize
+from tests.conftest import repo_params
 
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
 
 @pytest.fixture(scope="module")
 def store(trained: tuple[Layout, Params], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Params, Layout]:
-    """Two gated versions of the model registered in a fresh store (v1, v2), as the flow does it."""
+    """Two gated versions registered in a fresh store as the flow does it: v1 with uint8 I/O, v2 as configured."""
     layout, params = trained
-    quantize(layout, params)
-    evaluate(layout, params)
-    edgetpu(layout, params)
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("registry-test", artifact_location=(layout.root / "artifacts").as_uri())
-    for commit in ("a" * 40, "b" * 40):
+    for commit, settings in (("a" * 40, repo_params(["quantize.io_dtype=uint8"])), ("b" * 40, params)):
+        quantize(layout, settings)
+        evaluate(layout, settings)
+        edgetpu(layout, settings)
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.set_tags({"git.commit": commit, "dvc.raw_md5": "raw-md5", "dvc.calibration_md5": "cal-md5"})
-            mlflow.log_params(params.flat())
-            result = run_gate(layout, params.gate, registry.champion_accuracy(uri, params.registry.model_name))
+            mlflow.log_params(settings.flat())
+            result = run_gate(layout, settings.gate, registry.champion_accuracy(uri, settings.registry.model_name))
             mlflow.log_artifact(str(layout.gate_report), artifact_path="reports")
-            registry.register(uri, layout, params, run.info.run_id, result)
+            assert registry.register(uri, layout, settings, run.info.run_id, result).new
     return uri, params, layout
+
+
+def test_the_same_model_is_not_registered_twice(store: tuple[str, Params, Layout]) -> None:
+    uri, params, layout = store
+    name = params.registry.model_name
+    before = registry.history(uri, name)
+    with mlflow.start_run() as run:
+        again = registry.register(uri, layout, params, run.info.run_id, run_gate(layout, params.gate, None))
+    assert again == registry.Registered("2", new=False)
+    assert registry.history(uri, name) == before
 
 
 def aliases(uri: str, name: str) -> dict[str, str]:
@@ -106,7 +117,8 @@ def test_history_and_diff(store: tuple[str, Params, Layout]) -> None:
     assert by_version[2]["gate"] == "passed" and by_version[2]["int8_accuracy"] is not None
     changed = registry.diff(uri, name, "1", "2")
     assert changed["code"] == {"commit": ["a" * 40, "b" * 40]}
-    assert changed["params"] == {} and changed["data"] == {}
+    assert changed["params"] == {"quantize.io_dtype": ["uint8", "int8"]}
+    assert changed["data"] == {}
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
