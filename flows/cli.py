@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
@@ -369,34 +369,30 @@ def lineage(
         typer.echo(json.dumps(record, indent=2, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     aliases = ", ".join(record["aliases"]) or "no alias"
     console.print(f"[bold]{name} version {record['version']}[/bold] ({aliases})  run {record['run_id']}")
     dirty = " (uncommitted changes)" if record["code"]["dirty"] == "true" else ""
     console.print(f"code: git {record['code']['commit']}{dirty}")
-    data = Table(title="data (DVC hashes recorded in the run's dvc.lock)")
-    data.add_column("path")
-    data.add_column("md5")
-    for path, md5 in record["data"].items():
-        data.add_row(path, md5)
-    console.print(data)
+    console.print(_table("data (DVC hashes recorded in the run's dvc.lock)", ("path", "md5"), record["data"].items()))
     if record["gate"]:
         _print_gate(record["gate"])
-    metrics = Table(title="metrics")
-    metrics.add_column("metric")
-    metrics.add_column("value", justify="right")
-    for key, value in record["metrics"].items():
-        if key.startswith("evaluate.") or key.startswith("prune.sparsity"):
-            metrics.add_row(key, f"{value:.6g}")
-    console.print(metrics)
-    params = Table(title="params")
-    params.add_column("param")
-    params.add_column("value")
-    for key, value in record["params"].items():
-        params.add_row(key, value)
-    console.print(params)
+    shown = {k: f"{v:.6g}" for k, v in record["metrics"].items() if k.startswith(("evaluate.", "prune.sparsity"))}
+    console.print(_table("metrics", ("metric", "value"), shown.items()))
+    console.print(_table("params", ("param", "value"), record["params"].items()))
+
+
+def _table(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, Any]]) -> Any:
+    """A two-column rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
 
 
 @app.command()
