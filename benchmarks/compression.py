@@ -3,12 +3,13 @@
     python -m benchmarks.compression [--out data/reports/benchmark.json] [--runs N] [--quick] [--project DIR]
 
 Two models: the project's default pipeline model on its default data (float, dynamic_range,
-float16 and int8 from the float model; pruned_int8 from the pruned model), and MobileNetV2 at
-224x224 with random weights (nothing is downloaded; no accuracy without data). Latency is one
-thread, batch 1, on both CPU kernel sets (XNNPACK and the interpreter's built-in kernels), the
-median over rounds of each round's median, --runs invocations in all after warm-up, every
-variant taking its turn in each round; which kernel set is faster depends on the variant, so
-both are reported. Ratios are reported next to their targets, never asserted.
+float16 and int8 from the float model; pruned_int8 (PTQ) and pruned_qat_int8 (prune-preserving
+QAT) from the pruned model), and MobileNetV2 at 224x224 with random weights (nothing is
+downloaded; no accuracy without data). Latency is one thread, batch 1, on both CPU kernel sets
+(XNNPACK and the interpreter's built-in kernels), the median over rounds of each round's median,
+--runs invocations in all after warm-up, every variant taking its turn in each round; which
+kernel set is faster depends on the variant, so both are reported. Ratios are reported next to
+their targets, never asserted.
 
 --quick is a smoke configuration: 5 latency runs (not 200), 11 predict timings (not 51), 16
 MobileNetV2 calibration images (not 300) and, when the default model has to be trained, the test
@@ -46,12 +47,18 @@ DEFAULT_OUT = Path("data/reports/benchmark.json")
 
 RESOLVERS: tuple[OpResolver, ...] = ("xnnpack", "builtin")
 PTQ_MODES = ("dynamic_range", "float16", "int8")
-DEFAULT_VARIANTS = ("float", *PTQ_MODES, "pruned_int8")
+DEFAULT_VARIANTS = ("float", *PTQ_MODES, "pruned_int8", "pruned_qat_int8")
 MOBILENET_VARIANTS = ("float", "dynamic_range", "float16", "int8")
 # The test suite's budgets (tests/conftest.py TINY): used by --quick when the default model must be trained.
 # Latency invocations are spread over this many rounds (fewer when --runs is smaller).
 LATENCY_ROUNDS = 10
-QUICK_TRAINING = ["train.epochs=4", "prune.epochs=2", "prune.frequency=5", "data.calibration_size=50"]
+QUICK_TRAINING = [
+    "train.epochs=4",
+    "prune.epochs=2",
+    "prune.frequency=5",
+    "data.calibration_size=50",
+    "quantize.qat_epochs=1",
+]
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ TARGETS: dict[str, dict[str, Target]] = {
         "float_over_pruned_int8_gzip": Target(">=", 12.0, "float .tflite gzip bytes / pruned_int8 gzip bytes"),
         "pruned_int8_accuracy_drop_points": Target(
             "<=", 0.5, "float .tflite accuracy - pruned_int8 accuracy, in points"
+        ),
+        "qat_accuracy_drop_points": Target(
+            "<=", 0.3, "float .tflite accuracy - pruned_qat_int8 accuracy (prune-preserving QAT), in points"
         ),
         "predict_speedup_vs_keras": Target(
             ">=", 2.0, "Keras predict time / TFLiteModel.predict time (the lower of float and int8 .tflite)"
@@ -329,7 +339,7 @@ def _ptq(mode: str, params: QuantizeParams) -> QuantizeParams:
 def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
     """The default model's variants, and the Keras-vs-TFLite comparison on it."""
     from tasks import data
-    from tasks.quantize import to_float_tflite, to_ptq_tflite
+    from tasks.quantize import qat_model, qat_tflite, to_float_tflite, to_ptq_tflite
     from tasks.train import load_model
 
     layout, params, source = default_models(project, workdir, config.quick)
@@ -342,6 +352,10 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         **{mode: to_ptq_tflite(float_model, calibration, _ptq(mode, params.quantize)) for mode in PTQ_MODES},
         "pruned_int8": to_ptq_tflite(pruned_model, calibration, _ptq("int8", params.quantize)),
     }
+    log.info("default: prune-preserving QAT, %d epochs", params.quantize.qat_epochs)
+    fit, _ = data.load_fit_validation(layout, params.data)
+    qat = qat_model(load_model(layout.pruned_model), fit, params.quantize, True, params.quantize.qat_epochs, 32)
+    made["pruned_qat_int8"] = qat_tflite(qat, calibration, params.quantize)
     paths = {}
     for name, model in made.items():
         paths[name] = workdir / f"default_{name}.tflite"
@@ -358,6 +372,9 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         "float_over_pruned_int8_gzip": round(float_gzip / variants["pruned_int8"]["gzip_bytes"], 3),
         "pruned_int8_accuracy_drop_points": round(
             100.0 * (variants["float"]["accuracy"] - variants["pruned_int8"]["accuracy"]), 3
+        ),
+        "qat_accuracy_drop_points": round(
+            100.0 * (variants["float"]["accuracy"] - variants["pruned_qat_int8"]["accuracy"]), 3
         ),
         "predict_speedup_vs_keras": min(run["speedup_vs_keras"] for run in tflite_runs),
         "tflite_model_overhead_vs_raw": max(run["overhead_vs_raw"] for run in tflite_runs),
