@@ -300,4 +300,11 @@ def test_benchmark_quick_writes_the_documented_shape(quantized: tuple[Layout, Pa
             assert isinstance(result["targets"][ratio]["pass"], bool), ratio
     assert all("accuracy" in values for values in report["models"]["default"]["variants"].values())
     assert not any("accuracy" in values for values in report["models"]["mobilenet_v2"]["variants"].values())
-    assert set(report["models"]["default"]["variants"]) == {"float", "dynamic_range", "float16", "int8", "pruned_int8"}
+    assert set(report["models"]["default"]["variants"]) == {
+        "float",
+        "dynamic_range",
+        "float16",
+        "int8",
+        "pruned_int8",
+        "pruned_qat_int8",
+    }
