@@ -7,6 +7,8 @@ swapped in whole, so a failed stage leaves the previous outputs as they were.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -125,8 +127,12 @@ def _write_debug_report(layout: Layout, params: Params, model: Any, calibration:
     else:
         rows = debug_int8(model, calibration, settings)
     columns = list(rows[0]) if rows else ["op_name", "tensor_idx", "rmse_per_scale"]
-    lines = [",".join(columns)] + [",".join(str(row.get(column, "")) for column in columns) for row in rows]
-    write_text(layout.quant_debug_csv, "\n".join(lines) + "\n")
+    # csv, not a join: tensor names may hold commas, which a plain join would split into columns.
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(layout.quant_debug_csv, buffer.getvalue())
     with staging_file(layout.quant_debug_plot) as tmp:
         plot_worst_layers(rows, tmp, note)
 
