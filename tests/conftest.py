@@ -28,9 +28,11 @@ TINY = [
     "data.calibration_size=50",
 ]
 
-# Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets.
-# (tests/test_gate.py checks the thresholds themselves; the flow tests force failures explicitly.)
-LOOSE_GATE = ["gate.min_accuracy=0.5", "gate.max_accuracy_drop=0.2"]
+# Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets,
+# and no comparison with the champion, which would hinge on which of two nearly equal models
+# training produced. (tests/test_gate.py checks the thresholds themselves; the flow tests force
+# the failures they are about explicitly.)
+LOOSE_GATE = ["gate.min_accuracy=0.5", "gate.max_accuracy_drop=0.2", "gate.max_regression_vs_champion=null"]
 
 # What a fresh clone holds that the pipeline needs; everything under data/ is generated.
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")
