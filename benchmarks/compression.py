@@ -354,7 +354,9 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     }
     log.info("default: prune-preserving QAT, %d epochs", params.quantize.qat_epochs)
     fit, _ = data.load_fit_validation(layout, params.data)
-    qat = qat_model(load_model(layout.pruned_model), fit, params.quantize, True, params.quantize.qat_epochs, 32)
+    qat = qat_model(
+        load_model(layout.pruned_model), fit, params.quantize, True, params.quantize.qat_epochs, 32, params.train.seed
+    )
     made["pruned_qat_int8"] = qat_tflite(qat, calibration, params.quantize)
     paths = {}
     for name, model in made.items():

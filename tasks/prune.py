@@ -11,7 +11,7 @@ import numpy as np
 
 from tasks.errors import StageError
 from tasks.params import PruneParams
-from tasks.train import compile_model, epoch_logger, keras
+from tasks.train import compile_model, epoch_logger, keras, seed_everything
 
 if TYPE_CHECKING:
     import tf_keras
@@ -50,7 +50,7 @@ def schedule_steps(num_samples: int, batch_size: int, epochs: int, frequency: in
 
 
 def prune_model(
-    model: tf_keras.Model, train: Split, params: PruneParams, batch_size: int
+    model: tf_keras.Model, train: Split, params: PruneParams, batch_size: int, seed: int
 ) -> tuple[tf_keras.Model, PruneResult]:
     """Prune every prunable layer to params.final_sparsity while fine-tuning; return it stripped."""
     import tensorflow_model_optimization as tfmot
@@ -83,8 +83,8 @@ def prune_model(
             f"prune: no layer has prune.min_layer_weights={params.min_layer_weights} weights or more; "
             "lower it or set prune.enabled: false"
         )
+    seed_everything(seed)
     compile_model(wrapped, params.learning_rate)
-    keras().utils.set_random_seed(0)
     wrapped.fit(
         train.x,
         train.y,

@@ -227,12 +227,18 @@ def kernel_quantize_config() -> Any:
 
 
 def qat_model(
-    model: tf_keras.Model, train: Split, params: QuantizeParams, preserve_sparsity: bool, epochs: int, batch_size: int
+    model: tf_keras.Model,
+    train: Split,
+    params: QuantizeParams,
+    preserve_sparsity: bool,
+    epochs: int,
+    batch_size: int,
+    seed: int,
 ) -> tf_keras.Model:
     """Fine-tune with fake quantization (prune-preserving when the model is sparse); the QAT model."""
     import tensorflow_model_optimization as tfmot
 
-    from tasks.train import compile_model, epoch_logger, keras
+    from tasks.train import compile_model, epoch_logger, seed_everything
 
     quantization = tfmot.quantization.keras
     annotated = _annotated(model, params.qat_layers)
@@ -243,7 +249,7 @@ def qat_model(
             quantized = quantization.quantize_apply(annotated, scheme)
         else:
             quantized = quantization.quantize_apply(annotated)
-    keras().utils.set_random_seed(0)
+    seed_everything(seed)
     compile_model(quantized, params.qat_learning_rate)
     quantized.fit(
         train.x,
@@ -286,6 +292,7 @@ def quantize_model(
     calibration: np.ndarray,
     params: QuantizeParams,
     batch_size: int,
+    seed: int,
     sparse_weights: tuple[str, ...] = (),
 ) -> QuantizeOutcome:
     """Make the shipped model by params.method; every attempt is scored on the validation split.
@@ -317,7 +324,7 @@ def quantize_model(
             break  # a cheaper attempt already meets the tolerance
         # Each further QAT round fine-tunes twice as long: the configured option list, in order.
         epochs = params.qat_epochs * 2**round_
-        qat = qat_model(pruned_model, fit, params, bool(sparse_weights), epochs, batch_size)
+        qat = qat_model(pruned_model, fit, params, bool(sparse_weights), epochs, batch_size, seed)
         sparsity = _qat_sparsity(qat, sparse_weights) if sparse_weights else None
         attempts.append(trial(f"qat_{epochs}ep", "qat", qat_tflite(qat, calibration, params), sparsity))
     return _choose(attempts, params, sparsity_before)

@@ -58,7 +58,7 @@ def prune(layout: Layout, params: Params) -> dict[str, Any]:
 
     split, _ = data.load_fit_validation(layout, params.data)
     model = load_model(layout.float_model)
-    pruned, result = prune_model(model, split, params.prune, params.train.batch_size)
+    pruned, result = prune_model(model, split, params.prune, params.train.batch_size, params.train.seed)
     save_model(pruned, layout.pruned_model)
     _write_json(layout.prune_report, asdict(result))
     return {"sparsity": result.sparsity, "target_sparsity": result.target_sparsity}
@@ -85,6 +85,7 @@ def quantize(layout: Layout, params: Params) -> dict[str, Any]:
         calibration,
         settings,
         params.train.batch_size,
+        params.train.seed,
         tuple(prune_report["pruned_weights"]),
     )
     float_bytes = to_float_tflite(float_model)

@@ -38,6 +38,19 @@ def keras() -> Any:
     return tf_keras
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic.
+
+    With both, the same inputs give byte-identical weights on the same machine (another CPU may
+    still round differently). Op determinism makes TensorFlow pick deterministic kernels where an
+    op has several; docs/ARCHITECTURE.md records what that costs.
+    """
+    import tensorflow as tf
+
+    keras().utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def build_model(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams) -> tf_keras.Model:
     """Conv -> BN -> ReLU -> separable conv -> BN -> ReLU -> pool -> Dense -> softmax.
 
@@ -45,7 +58,7 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, params: Tra
     at conversion), so the whole graph maps to the TPU as one subgraph.
     """
     k = keras()
-    k.utils.set_random_seed(params.seed)
+    seed_everything(params.seed)
     inputs = k.Input(shape=input_shape, name="image")
     x = k.layers.Conv2D(params.conv_filters, 3, padding="same", use_bias=False, name="conv")(inputs)
     x = k.layers.BatchNormalization(name="conv_bn")(x)
@@ -91,7 +104,7 @@ def epoch_logger(stage: str, epochs: int) -> Any:
 
 def train_model(model: tf_keras.Model, train: Split, params: TrainParams) -> TrainResult:
     """Fit the model on the training split with a seeded shuffle."""
-    keras().utils.set_random_seed(params.seed)
+    seed_everything(params.seed)
     compile_model(model, params.learning_rate)
     started = time.perf_counter()
     history = model.fit(
@@ -121,13 +134,60 @@ def accuracy(model: tf_keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
 
 
 def save_model(model: tf_keras.Model, path: Path) -> None:
-    """Save architecture and weights only (an uncompiled copy, so no optimizer state), atomically."""
+    """Save architecture and weights only (an uncompiled copy, so no optimizer state), atomically.
+
+    The file is byte-identical for identical weights: DVC then sees an unchanged model as
+    unchanged, and `edgecompress reproduce` can compare models by hash.
+    """
     from tasks.fsutil import staging_file
 
     clean = keras().models.clone_model(model)
     clean.set_weights(model.get_weights())
     with staging_file(path) as tmp:
         clean.save(tmp)
+        _make_reproducible(tmp)
+
+
+# A .keras file is a zip archive, and three things in it change from one save of the same model to
+# the next: metadata.json's "date_saved" (which loading never reads), the weights entry's zip date,
+# and config.json's "shared_object_id"s, which are Python object ids (they only say which objects
+# are shared, so any consistent numbering means the same).
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _make_reproducible(path: Path) -> None:
+    """Rewrite a .keras archive without its save time and with shared objects numbered 1, 2, ..."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, payload in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(payload)
+                metadata.pop("date_saved", None)
+                payload = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                payload = json.dumps(_renumber_shared_objects(json.loads(payload), {})).encode()
+            stamped = zipfile.ZipInfo(info.filename, date_time=_ZIP_EPOCH)
+            stamped.compress_type = info.compress_type
+            stamped.external_attr = info.external_attr
+            archive.writestr(stamped, payload)
+
+
+def _renumber_shared_objects(node: Any, numbers: dict[int, int]) -> Any:
+    """The config with every shared_object_id replaced by its order of first appearance."""
+    if isinstance(node, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == "shared_object_id"
+            else _renumber_shared_objects(value, numbers)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renumber_shared_objects(value, numbers) for value in node]
+    return node
 
 
 def load_model(path: Any) -> tf_keras.Model:

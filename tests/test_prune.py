@@ -50,7 +50,7 @@ def test_disabled_pruning_passes_the_model_through(trained: tuple[Layout, Params
     params = repo_params(["prune.enabled=false"])
     model = load_model(layout.float_model)
     split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
-    out, result = prune_model(model, split, params.prune, params.train.batch_size)
+    out, result = prune_model(model, split, params.prune, params.train.batch_size, params.train.seed)
     assert out is model
     assert not result.enabled and result.pruned_weights == ()
     assert result.sparsity < 0.05
@@ -61,7 +61,7 @@ def test_no_layer_large_enough_is_a_clear_error(trained: tuple[Layout, Params]) 
     params = repo_params(["prune.min_layer_weights=100000000"])
     split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
     with pytest.raises(StageError, match=r"prune\.min_layer_weights"):
-        prune_model(load_model(layout.float_model), split, params.prune, params.train.batch_size)
+        prune_model(load_model(layout.float_model), split, params.prune, params.train.batch_size, 0)
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def test_qat_layer_names_are_checked(quantized: tuple[Layout, Params]) -> None:
     settings = repo_params(["quantize.method=qat", "quantize.qat_layers=[dense, no_such_layer]"]).quantize
     fit, _ = data.load_fit_validation(layout, params.data)
     with pytest.raises(StageError, match=r"quantize\.qat_layers: no layer named no_such_layer"):
-        qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32)
+        qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32, seed=0)
 
 
 def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Params]) -> None:
@@ -107,6 +107,7 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
         black,
         settings,
         32,
+        0,
         tuple(pruned),
     )
     names = [trial.name for trial in outcome.trials]
@@ -126,7 +127,7 @@ def test_qat_on_named_layers_converts_to_int8(quantized: tuple[Layout, Params]) 
     layout, params = quantized
     settings = repo_params(["quantize.method=qat", "quantize.qat_layers=[dense, classes]"]).quantize
     fit, _ = data.load_fit_validation(layout, params.data)
-    qat = qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32)
+    qat = qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32, seed=0)
     wrapped = {layer.name for layer in qat.layers if type(layer).__name__.startswith("Quantize")}
     assert {"quant_dense", "quant_classes"} <= wrapped
     assert "quant_conv" not in wrapped
