@@ -343,7 +343,7 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     from tasks.train import load_model
 
     layout, params, source = default_models(project, workdir, config.quick)
-    test = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
+    test_x, test_y = data.load_test(layout, params.data).arrays()  # the digits' test split: small
     calibration = data.load_calibration(layout, params.data)
     float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
     log.info("default: converting %d variants (%d calibration images)", len(DEFAULT_VARIANTS), len(calibration))
@@ -363,10 +363,10 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         paths[name] = workdir / f"default_{name}.tflite"
         paths[name].write_bytes(model)
     log.info("default: measuring %s", ", ".join(paths))
-    variants = measure_variants(paths, test.x[0], config, (test.x, test.y))
+    variants = measure_variants(paths, test_x[0], config, (test_x, test_y))
     log.info("default: Keras predict vs TFLiteModel.predict on %d inputs", config.predict_inputs)
     comparison = keras_vs_tflite(
-        float_model, {"float_tflite": paths["float"], "int8_tflite": paths["int8"]}, test.x, config
+        float_model, {"float_tflite": paths["float"], "int8_tflite": paths["int8"]}, test_x, config
     )
     tflite_runs = comparison["tflite"].values()
     float_gzip = variants["float"]["gzip_bytes"]
@@ -383,8 +383,8 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     }
     result = {
         "source": source,
-        "test_images": len(test.y),
-        "one_test_image_points": round(100.0 / len(test.y), 3),  # the resolution of every accuracy above
+        "test_images": len(test_y),
+        "one_test_image_points": round(100.0 / len(test_y), 3),  # the resolution of every accuracy above
         "calibration_images": len(calibration),
         "variants": variants,
         "ratios": ratios,

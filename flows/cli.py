@@ -14,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from flows.compress import RunReport
+    from flows.retrain import RetrainReport
 
 T = TypeVar("T")
 
@@ -35,10 +36,33 @@ def _fail(message: str) -> None:
 
 
 def _process_age() -> float:
-    """Seconds since this process started: start-up cost that no timer inside could see."""
-    import psutil
+    """Seconds since this process started: start-up cost that no timer inside could see.
 
-    return time.time() - psutil.Process().create_time()
+    On Linux from /proc, to the hundredth (the process's start in clock ticks since boot, against
+    the uptime); psutil elsewhere, whose start time rests on a boot time rounded to the second.
+    """
+    import os
+
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+
+
+def _check_project(root: Path) -> None:
+    """A project folder: params.yaml and a DVC repository; checked before anything is written."""
+    from tasks.errors import EdgecompressError
+
+    if not (root / "params.yaml").is_file():
+        raise EdgecompressError(f"{root / 'params.yaml'}: not found (run from the project folder or pass --project)")
+    if not (root / ".dvc").is_dir():
+        raise EdgecompressError(
+            f"{root}: not a DVC repository; run from the project folder (or `git init && dvc init` a copy)"
+        )
 
 
 @app.command()
@@ -51,68 +75,140 @@ def run(
 ) -> None:
     """Run the compression flow under Prefect: the stages, the gate, registration."""
     from tasks.errors import EdgecompressError
-    from tasks.fsutil import write_text
-    from tasks.params import write_overrides
+    from tasks.models import check_paths
+    from tasks.params import check_overrides
 
     root = project.resolve()
-    params_file = root / "params.yaml"
-    # -S lands in params.yaml only if the run succeeds; a failed run leaves the file as it was.
-    original = params_file.read_text() if params_file.is_file() else None
+    overrides = list(set_ or [])
     try:
-        write_overrides(params_file, list(set_ or []))
+        _check_project(root)
+        params = check_overrides(root / "params.yaml", overrides)  # bad input stops here, nothing written
+        check_paths(params.train, root)
     except EdgecompressError as error:
         _fail(str(error))
-    from flows.compress import compress
-
-    def restore_params() -> None:
-        if original is not None and set_:
-            write_text(params_file, original)
-
-    report = _run_flow(root, lambda: compress(project=str(root)), on_failure=restore_params)
+    report = _guarded(root, lambda: _compress(root, overrides, params.retrain.wait_s))
     _print_report(report, process_started=time.time() - _process_age(), finished=time.time())
 
 
-def _run_flow(root: Path, call: Callable[[], T], on_failure: Callable[[], None] | None = None) -> T:
-    """Run a flow as every command does: domain logs shown, Prefect flushed, expected errors in one line."""
-    from flows.compress import flush_prefect_services
-    from tasks.errors import EdgecompressError
-    from tasks.gate import GateFailed
+def _compress(root: Path, overrides: list[str], wait_s: float) -> RunReport:
+    """The compress flow with -S overrides in params.yaml for its duration, kept only if it succeeds.
+
+    The project lock is taken before params.yaml is touched, so a second run never rewrites the
+    settings of a running one; the original waits in params.yaml.journal, so that a killed run's
+    overrides are undone by whatever runs next (tasks/journal.py).
+    """
+    from tasks import journal
+    from tasks.locking import project_lock
+    from tasks.params import write_overrides
+
+    with project_lock(root, wait_s):
+        write_overrides(root / "params.yaml", overrides, journaled=True)
+        try:
+            report = _unchanged(root) or _in_prefect(root, lambda: _compress_flow(root))
+        except BaseException:
+            journal.end_overrides(root, keep=False)
+            raise
+        journal.end_overrides(root, keep=True)
+    return report
+
+
+def _compress_flow(root: Path) -> RunReport:
+    from flows.compress import compress
+
+    return cast("RunReport", compress(project=str(root)))
+
+
+def _unchanged(root: Path) -> RunReport | None:
+    """The report of a run with nothing to do, decided before any Prefect server starts; None otherwise.
+
+    With a Prefect server configured the flow itself records such a run (a flow run that ends
+    "skipped: no change", about a second of API calls), so this returns None then. The embedded
+    server would have to be started just for that, which costs more than all the rest of a run
+    with nothing to do, so without one the run is decided here and not recorded in Prefect; the
+    MLflow run it stands for and dvc.lock remain the record.
+    """
+    from flows.compress import RunReport
+    from flows.server import configured_api
+    from tasks.layout import Layout
+    from tasks.params import load_params
+    from tasks.pipeline import Plan
+    from tasks.tracking import tracking_uri
+
+    layout = Layout(root)
+    plan = Plan(layout, load_params(layout.params_file), tracking_uri(root))
+    if plan.pending or plan.last is None or configured_api():
+        return None
+    return RunReport.unchanged(tracking_uri(root), plan.last, time.time() - _process_age(), recorded=False)
+
+
+def _in_prefect(root: Path, call: Callable[[], T], scheduler: bool = False) -> T:
+    """Run a flow as every command does: a Prefect API, domain logs shown, Prefect flushed after."""
+    from flows.server import prefect_api
 
     # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
     logging.getLogger("tasks").setLevel(logging.INFO)
+    with prefect_api(scheduler=scheduler):
+        from flows.compress import flush_prefect_services
+
+        try:
+            return call()
+        finally:
+            flush_prefect_services()
+
+
+def _guarded(root: Path, call: Callable[[], T]) -> T:
+    """Expected errors as one line and exit status 1 (a failed gate's table first)."""
+    from tasks.errors import EdgecompressError
+    from tasks.gate import GateFailed
+
     try:
-        result = call()
-    except BaseException as error:
-        flush_prefect_services()
-        if on_failure is not None:
-            on_failure()
+        return call()
+    except EdgecompressError as error:
         if isinstance(error, GateFailed):
             _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
-        if isinstance(error, EdgecompressError):
-            _fail(str(error))
-        raise
-    flush_prefect_services()
-    return result
+        _fail(str(error))
+        raise  # not reached: _fail exits
 
 
 @app.command()
 def retrain(project: ProjectOption = Path(".")) -> None:
     """One scheduled-style retrain: skipped in seconds when nothing changed; else run, gate, register, push."""
-    root = project.resolve()
-    if not (root / "params.yaml").is_file():
-        _fail(f"{root / 'params.yaml'}: not found (run from the project folder or pass --project)")
-    from flows.retrain import SKIPPED, RetrainReport
-    from flows.retrain import retrain as retrain_flow
+    from tasks.errors import EdgecompressError
 
-    result = _run_flow(root, lambda: cast("RetrainReport", retrain_flow(project=str(root))))
+    root = project.resolve()
+    try:
+        _check_project(root)
+    except EdgecompressError as error:
+        _fail(str(error))
+    result = _guarded(root, lambda: _retrain(root))
     if result.skipped:
-        typer.echo(f"{SKIPPED}: DVC reports every stage up to date")
+        from flows.compress import SKIPPED
+
+        recorded = "" if result.recorded else " (not recorded in Prefect: no server configured)"
+        typer.echo(f"{SKIPPED}: DVC reports every stage up to date and no setting changed since the last run{recorded}")
         return
     typer.echo("changed: " + "; ".join(f"{stage} ({reason})" for stage, reason in result.changes.items()))
     assert result.run is not None  # not skipped
     _print_report(result.run, process_started=time.time() - _process_age(), finished=time.time())
     if result.pushed is not None:
         typer.echo(f"dvc push: {result.pushed} file(s) sent to the default remote")
+
+
+def _retrain(root: Path) -> RetrainReport:
+    from flows.retrain import RetrainReport
+    from tasks.locking import project_lock
+    from tasks.params import load_params
+
+    with project_lock(root, load_params(root / "params.yaml").retrain.wait_s):
+        if _unchanged(root) is not None:
+            return RetrainReport(changes={}, recorded=False)
+
+        def retrain_flow() -> RetrainReport:
+            from flows.retrain import retrain as flow
+
+            return cast("RetrainReport", flow(project=str(root)))
+
+        return _in_prefect(root, retrain_flow)
 
 
 @app.command()
@@ -125,23 +221,31 @@ def serve(
 ) -> None:
     """Serve the retrain flow on a schedule with Prefect (Ctrl-C stops it)."""
     from tasks.errors import EdgecompressError
-    from tasks.params import load_params
+    from tasks.params import check_cron, load_params
 
     root = project.resolve()
     try:
+        _check_project(root)
         params = load_params(root / "params.yaml")
+        schedule: dict[str, Any] = (
+            {"interval": interval} if interval else {"cron": check_cron(cron or params.retrain.cron)}
+        )
     except EdgecompressError as error:
         _fail(str(error))
-    from flows.compress import prefect_server
-    from flows.retrain import retrain as retrain_flow
 
-    schedule = {"interval": interval} if interval else {"cron": cron or params.retrain.cron}
-    # Schedules need Prefect's scheduler service, which the embedded (ephemeral) server lacks:
-    # use PREFECT_API_URL when set, else start a local `prefect server` for as long as we serve.
-    with prefect_server() as api:
-        typer.echo(f"serving retrain of {root} on {schedule} through {api}; Ctrl-C stops")
+    def serve_flow() -> None:
+        from prefect.settings import PREFECT_UI_URL
+
+        from flows.retrain import retrain as retrain_flow
+
+        ui = PREFECT_UI_URL.value() or "no UI"
+        typer.echo(f"serving retrain of {root} on {schedule}; Prefect UI: {ui}; Ctrl-C stops")
         # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
         retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
+
+    # Schedules need Prefect's scheduler service, which the embedded server lacks: use
+    # PREFECT_API_URL when set, else a local `prefect server` with its services and UI.
+    _guarded(root, lambda: _in_prefect(root, serve_flow, scheduler=True))
 
 
 @app.command()
@@ -153,14 +257,16 @@ def checkout(
     """Restore the data/ outputs a model version was made from, into a separate folder."""
     from tasks import registry
     from tasks.errors import EdgecompressError
-    from tasks.versioning import restore_outputs
+    from tasks.versioning import lock_outs, restore_outputs
 
     uri, default = _registry_target(project, ref.rpartition("@")[0] or None)
     name, which = registry.parse_ref(ref, default)
     try:
         version, lock = registry.recorded_lock(uri, name, which)
         target = (into or Path(f"checkout-v{version}")).resolve()
-        restored = restore_outputs(project.resolve(), lock, target)
+        if target.is_dir() and any(target.iterdir()):
+            raise EdgecompressError(f"{target}: not empty; choose a new folder with --into")
+        restored = restore_outputs(project.resolve(), lock_outs(lock), target)
     except EdgecompressError as error:
         _fail(str(error))
     typer.echo(f"restored {name} version {version}'s outputs into {target}:")
@@ -169,8 +275,43 @@ def checkout(
 
 
 @app.command()
+def reproduce(
+    ref: Annotated[str, typer.Argument(help="MODEL@ALIAS, MODEL@VERSION, or just ALIAS / VERSION.")] = "champion",
+    into: Annotated[
+        Path | None, typer.Option(help="Rebuild in this new folder and keep it (default: a temporary one).")
+    ] = None,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Rebuild a registered version from its lineage in a separate folder; say whether the same model came out."""
+    import tempfile
+
+    from tasks import registry
+    from tasks.errors import EdgecompressError
+    from tasks.reproduce import reproduce as rebuild
+
+    uri, default = _registry_target(project, ref.rpartition("@")[0] or None)
+    name, which = registry.parse_ref(ref, default)
+    try:
+        build = registry.recorded_build(uri, name, which)
+        folder = into.resolve() if into else Path(tempfile.mkdtemp(prefix=f"edgecompress-v{build.version}-"))
+        typer.echo(f"rebuilding {name} version {build.version} from commit {build.commit[:12]} in {folder}")
+        verdict = rebuild(project.resolve(), build, folder, progress=typer.echo, keep=into is not None)
+    except EdgecompressError as error:
+        _fail(str(error))
+    if verdict.identical:
+        typer.echo(f"identical: {verdict.shipped} md5 {verdict.rebuilt_md5} is version {build.version}'s")
+        return
+    for difference in verdict.differences:
+        typer.echo(f"  {difference}")
+    _fail(
+        f"not reproduced: {verdict.shipped} md5 {verdict.rebuilt_md5}, version {build.version} has "
+        f"{verdict.recorded_md5}; {verdict.differences[0]}"
+    )
+
+
+@app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="prepare | train | prune | quantize | evaluate | edgetpu")],
+    name: Annotated[str, typer.Argument(help="prepare | train | prune | cluster | quantize | evaluate | edgetpu")],
     project: ProjectOption = Path("."),
 ) -> None:
     """Run one stage without Prefect or DVC bookkeeping (what `dvc repro` calls)."""
@@ -194,11 +335,22 @@ def _print_report(report: RunReport, process_started: float, finished: float) ->
     from rich.table import Table
 
     console = Console()
+    if report.skipped or report.gate is None:
+        assert report.version is not None  # a skipped run stands for a registered version
+        recorded = "" if report.recorded else "; not recorded in Prefect (no server configured)"
+        console.print(
+            f"nothing changed: every stage is up to date and no setting changed since MLflow run {report.run_id}, "
+            f"which registered version {report.version.version}; it stands ({finished - process_started:.1f} s"
+            f"{recorded})"
+        )
+        return
     variants = Table(title="variants (test split)")
     for column in ("variant", "accuracy", "size bytes", "gzip bytes"):
         variants.add_column(column, justify="left" if column == "variant" else "right")
     evaluation = report.metrics["evaluate"]
-    for name in ("float", "pruned", "float_tflite", evaluation["shipped"]):
+    for name in ("float", "pruned", "clustered", "float_tflite", evaluation["shipped"]):
+        if name not in evaluation:
+            continue  # clustered: only when cluster.enabled
         values = evaluation[name]
         variants.add_row(name, f"{values['accuracy']:.4f}", f"{values['size_bytes']:,}", f"{values['gzip_bytes']:,}")
     console.print(variants)

@@ -1,11 +1,9 @@
-"""The compression flow: prepare, train, prune, quantize, evaluate, edgetpu -> gate -> register -> (promote)."""
+"""The compression flow: the stages (prepare to edgetpu), then gate, register, (promote)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +11,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
-from tasks import pipeline, registry, summary, tracking
+from tasks import journal, pipeline, registry, summary, tracking
 from tasks.errors import EdgecompressError
 from tasks.gate import GateFailed, GateResult, run_gate
 from tasks.layout import Layout
@@ -22,20 +21,35 @@ from tasks.locking import project_lock
 from tasks.params import Params, load_params
 from tasks.timing import Timings
 
+SKIPPED = "skipped: no change"
+
 
 @dataclass
 class RunReport:
-    """What a flow run did: stages, metrics, gate, registry changes, the MLflow run, where time went."""
+    """What a flow run did: stages, metrics, gate, registry changes, the MLflow run, where time went.
+
+    A run with nothing to do (`skipped`) names the last successful run it left standing instead.
+    """
 
     run_id: str
     tracking_uri: str
     stages: list[pipeline.StageOutcome]
     metrics: dict[str, Any]
-    gate: GateResult
+    gate: GateResult | None
     version: registry.Registered | None = None
     promoted: registry.Moved | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = 0.0
+    skipped: bool = False
+    recorded: bool = True  # in Prefect (a skipped run without a Prefect server is not)
+
+    @classmethod
+    def unchanged(cls, uri: str, last: dict[str, Any], started_at: float, recorded: bool = True) -> RunReport:
+        """The report of a run that found nothing changed since the last successful one."""
+        version = registry.Registered(str(last["version"]), new=False)
+        return cls(
+            last["mlflow_run_id"], uri, [], {}, None, version, started_at=started_at, skipped=True, recorded=recorded
+        )
 
 
 class _ExpectedErrorsInOneLine(logging.Filter):
@@ -75,65 +89,20 @@ def flush_prefect_services(timeout: float = 30.0) -> None:
     EventsWorker.drain_all(timeout=timeout)
 
 
-@contextmanager
-def prefect_server(timeout: float = 180.0) -> Iterator[str]:
-    """The Prefect API to use: PREFECT_API_URL when set, else a `prefect server` started here and stopped after."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield configured
-        return
-    with socket.socket() as probe:  # a free port on loopback
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/api"
-    command = [
-        str(Path(sys.executable).parent / "prefect"),
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise EdgecompressError(
-                        f"could not start a Prefect server on port {port}; set PREFECT_API_URL"
-                    ) from None
-                time.sleep(0.5)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+@task(cache_policy=NO_CACHE)
+def plan(layout: Layout, params: Params, uri: str) -> pipeline.Plan:
+    """What must run and why: DVC's status of every stage, and whether the last successful run still stands."""
+    return pipeline.Plan(layout, params, uri)
 
 
 @task(cache_policy=NO_CACHE)
-def stage(layout: Layout, params: Params, name: str) -> pipeline.StageOutcome:
+def stage(layout: Layout, params: Params, name: str, plan: pipeline.Plan) -> pipeline.StageOutcome:
     """One pipeline stage, skipped when DVC reports it up to date."""
-    return pipeline.run_stage(layout, params, name)
+    return pipeline.run_stage(layout, params, name, plan)
 
 
-def _stage(name: str, layout: Layout, params: Params) -> pipeline.StageOutcome:
-    return stage.with_options(name=name, task_run_name=name)(layout, params, name)
+def _stage(name: str, layout: Layout, params: Params, plan: pipeline.Plan) -> pipeline.StageOutcome:
+    return stage.with_options(name=name, task_run_name=name)(layout, params, name, plan)
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
@@ -168,7 +137,7 @@ def promote_if_better(uri: str, params: Params, version: str, accuracy: float) -
 
 
 @flow(name="compress", log_prints=True)
-def compress(project: str = ".") -> RunReport:
+def compress(project: str = ".") -> Any:
     """Run the pipeline in-process on the project at `project`; register the model if it passes the gate."""
     started_at = time.time()
     quiet_expected_errors()
@@ -177,31 +146,40 @@ def compress(project: str = ".") -> RunReport:
     uri = tracking.tracking_uri(layout.root)
     timings = Timings()
     version = promoted = None
-    with project_lock(layout.root, params.retrain.wait_s), tracking.pipeline_run(layout.root, params, timings) as run:
-        outcomes = [
-            _stage("prepare", layout, params),
-            _stage("train", layout, params),
-            _stage("prune", layout, params),
-            _stage("quantize", layout, params),
-            _stage("evaluate", layout, params),
-            _stage("edgetpu", layout, params),
-        ]
-        metrics = run.log_outcome(layout, outcomes)
-        verdict = gate(layout, params, champion(uri, params), run)
-        if verdict.passed:
-            version = register(uri, layout, params, run, verdict)
-            if params.registry.auto_promote:
-                promoted = promote_if_better(uri, params, version.version, metrics["evaluate"]["shipped_accuracy"])
-        shipped = metrics["evaluate"][metrics["evaluate"]["shipped"]]
-        create_markdown_artifact(
-            key="run",
-            markdown=summary.run_markdown(
-                outcomes, verdict, run.link(uri), version.version if version else None, shipped
-            ),
-            description=verdict.summary(),
-        )
-    if not verdict.passed:
-        raise GateFailed(verdict.summary())
+    with project_lock(layout.root, params.retrain.wait_s):
+        todo = plan(layout, params, uri)
+        if not todo.pending:
+            assert todo.last is not None  # without a successful run on record, something is pending
+            create_markdown_artifact(key="run", markdown=summary.unchanged_markdown(todo.last), description=SKIPPED)
+            return Completed(message=SKIPPED, data=RunReport.unchanged(uri, todo.last, started_at))
+        with tracking.pipeline_run(layout.root, params, timings) as run:
+            outcomes = [
+                _stage("prepare", layout, params, todo),
+                _stage("train", layout, params, todo),
+                _stage("prune", layout, params, todo),
+                _stage("cluster", layout, params, todo),
+                _stage("quantize", layout, params, todo),
+                _stage("evaluate", layout, params, todo),
+                _stage("edgetpu", layout, params, todo),
+            ]
+            metrics = run.log_outcome(layout, outcomes)
+            verdict = gate(layout, params, champion(uri, params), run)
+            if verdict.passed:
+                version = register(uri, layout, params, run, verdict)
+                if params.registry.auto_promote:
+                    promoted = promote_if_better(uri, params, version.version, metrics["evaluate"]["shipped_accuracy"])
+            shipped = metrics["evaluate"][metrics["evaluate"]["shipped"]]
+            create_markdown_artifact(
+                key="run",
+                markdown=summary.run_markdown(
+                    outcomes, verdict, run.link(uri), version.version if version else None, shipped
+                ),
+                description=verdict.summary(),
+            )
+        if not verdict.passed:
+            raise GateFailed(verdict.summary())
+        assert version is not None  # the gate passed
+        journal.record_success(layout.root, params.flat(), uri, params.registry.model_name, version.version, run.run_id)
     return RunReport(
         run_id=run.run_id,
         tracking_uri=uri,

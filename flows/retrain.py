@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows.compress import RunReport, compress, quiet_expected_errors
-from tasks import pipeline, summary, versioning
+from flows.compress import SKIPPED, RunReport, compress, quiet_expected_errors
+from tasks import pipeline, summary, tracking, versioning
+from tasks.errors import EdgecompressError
 from tasks.layout import Layout
 from tasks.locking import project_lock
 from tasks.params import Params, load_params
 
-SKIPPED = "skipped: no change"
+
+class PushFailed(EdgecompressError):
+    """The retrain registered its model but could not send its outputs to the DVC remote."""
 
 
 @dataclass
@@ -28,6 +31,7 @@ class RetrainReport:
     run: RunReport | None = None
     pushed: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = True  # in Prefect (a skip decided without a Prefect server is not)
 
     @property
     def skipped(self) -> bool:
@@ -37,7 +41,7 @@ class RetrainReport:
 @task(cache_policy=NO_CACHE)
 def what_changed(layout: Layout, params: Params) -> dict[str, str]:
     """Stages DVC (or the world outside the project) reports out of date, with the reason."""
-    return pipeline.pending(layout, params)
+    return pipeline.pending(layout, params, tracking.tracking_uri(layout.root))
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -57,7 +61,16 @@ def retrain(project: str = ".") -> Any:
         if not changes:
             create_markdown_artifact(key="retrain", markdown=summary.skipped_markdown(layout), description=SKIPPED)
             return Completed(message=SKIPPED, data=RetrainReport(changes={}))
-        report = compress(project=str(layout.root))
-        pushed = push(layout) if params.retrain.push else None
+        report = cast(RunReport, compress(project=str(layout.root)))
+        pushed = None
+        if params.retrain.push:
+            try:
+                pushed = push(layout)
+            except EdgecompressError as error:
+                assert report.version is not None  # compress returns only after registering
+                raise PushFailed(
+                    f"{params.registry.model_name} version {report.version.version} is registered, but its outputs "
+                    f"were not pushed ({error}); run `dvc push` when the remote is reachable"
+                ) from None
     create_markdown_artifact(key="retrain", markdown=summary.retrain_markdown(changes, pushed), description="retrained")
     return RetrainReport(changes=changes, run=report, pushed=pushed)

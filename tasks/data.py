@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
+import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,13 +31,86 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TFDS_HOST = "storage.googleapis.com"
 
 
-@dataclass(frozen=True)
-class Split:
-    """Images as float32 in [0, 1] (N, H, W, C), integer labels, and the class names."""
+# Splits that decode to at most this much are kept in memory after the first pass (tf.data's cache);
+# larger ones are read from disk batch by batch on every pass, so memory stays bounded.
+CACHE_BYTES = 64 * 2**20
 
-    x: np.ndarray
-    y: np.ndarray
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    """One split's image files and labels, read from disk batch by batch through tf.data.
+
+    Only the paths live in memory; `batches` decodes and resizes as the model consumes them, so
+    memory is bounded by the batch, not by the split (a split smaller than CACHE_BYTES decoded is
+    kept after the first pass). Images come out as float32 pixel values
+    (0 to 255), exactly what the models take: normalisation is a layer inside each model.
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
     class_names: tuple[str, ...]
+    image_size: int
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What the split takes in memory decoded, as float32 pixels."""
+        return len(self.paths) * self.image_size * self.image_size * self.channels * 4
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's shape: (size, size, channels)."""
+        return (self.image_size, self.image_size, self.channels)
+
+    def subset(self, indices: np.ndarray | list[int]) -> Images:
+        """The images at `indices`, in that order."""
+        chosen = np.asarray(indices, dtype=np.int64)
+        return Images(
+            tuple(self.paths[i] for i in chosen), self.labels[chosen], self.class_names, self.image_size, self.channels
+        )
+
+    def head(self, count: int) -> Images:
+        """The first `count` images."""
+        return self.subset(np.arange(min(count, len(self))))
+
+    def batches(self, batch_size: int, shuffle_seed: int | None = None, labels: bool = True) -> Any:
+        """A tf.data pipeline of (pixels, labels) batches (pixels only with labels=False).
+
+        With `shuffle_seed`, the order changes every epoch, the same way on every run: the paths
+        are shuffled whole (strings, cheap), then decoded.
+        """
+        import tensorflow as tf
+
+        size, channels = self.image_size, self.channels
+
+        def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            image = tf.image.resize(image, (size, size))  # float32, bilinear; exact when the size is the same
+            return tf.ensure_shape(image, (size, size, channels)), label
+
+        dataset = tf.data.Dataset.from_tensor_slices((list(self.paths), self.labels))
+        if self.decoded_bytes <= CACHE_BYTES:
+            # A small split is decoded once and kept: re-reading a thousand tiny PNGs every epoch
+            # would cost more than training on them.
+            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+            if shuffle_seed is not None:
+                dataset = dataset.shuffle(len(self.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        else:
+            if shuffle_seed is not None:
+                dataset = dataset.shuffle(len(self.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if not labels:
+            dataset = dataset.map(lambda image, _label: image)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole split as (pixels, labels) arrays: for small splits only (tests, notebooks, a sample)."""
+        pixels = [batch for batch in self.batches(256, labels=False).as_numpy_iterator()]
+        shape = (0, *self.shape)
+        return (np.concatenate(pixels) if pixels else np.zeros(shape, np.float32)), self.labels.copy()
 
 
 @dataclass(frozen=True)
@@ -57,17 +132,17 @@ def prepare(params: DataParams, layout: Layout) -> PrepareResult:
     """
     marker = layout.raw / SOURCE_FILE
     if params.kind == "digits" and marker.is_file() and marker.read_text().strip() == "digits":
-        counts = check_image_tree(layout.raw, SPLITS)
+        counts = check_image_tree(layout.raw, SPLITS, params.min_images_per_class)
         drawn = _replace_calibration(layout.raw / "train", layout, params)
     else:
         with staging_dir(layout.raw) as raw:
             if params.kind == "digits":
                 export_digits(raw, params)
             elif params.kind == "folder":
-                copy_folder(Path(params.location).expanduser(), raw)
+                copy_folder(Path(params.location).expanduser(), raw, params)
             else:
                 export_tfds(params.location, raw, params)
-            counts = check_image_tree(raw, SPLITS)
+            counts = check_image_tree(raw, SPLITS, params.min_images_per_class)
             (raw / SOURCE_FILE).write_text(params.source + "\n")
             drawn = _replace_calibration(raw / "train", layout, params)
             replace_dir(raw, layout.raw)
@@ -111,16 +186,21 @@ def export_digits(out: Path, params: DataParams) -> None:
             image.save(folder / f"{index:05d}.png")
 
 
-def copy_folder(source: Path, out: Path) -> None:
+def copy_folder(source: Path, out: Path, params: DataParams) -> None:
     """Copy a user's <split>/<class>/<image> tree after checking every image decodes."""
     if not source.is_dir():
         raise DataError(
             f"data.source: folder {source} does not exist "
             "(expected <folder>/train/<class>/*.png and <folder>/test/<class>/*.png)"
         )
-    check_image_tree(source, SPLITS)
+    check_image_tree(source, SPLITS, params.min_images_per_class)
+    # Only the checked images: a stray FIFO or socket beside them would block or break a plain copy.
     for split in SPLITS:
-        shutil.copytree(source / split, out / split)
+        for class_dir in _class_folders(source / split):
+            target = out / split / class_dir.name
+            target.mkdir(parents=True)
+            for image in list_images(class_dir):
+                shutil.copyfile(image, target / image.name)
 
 
 def export_tfds(name: str, out: Path, params: DataParams) -> None:
@@ -176,25 +256,36 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def check_image_tree(root: Path, splits: tuple[str, ...]) -> dict[str, int]:
-    """Check root/<split>/<class>/ holds decodable images; return the image count per split."""
+def check_image_tree(root: Path, splits: tuple[str, ...], min_per_class: int = 1) -> dict[str, int]:
+    """Check root/<split>/<class>/ before anything trains on it; return the image count per split.
+
+    Every image must be a regular file that decodes (a FIFO named *.png would block a reader for
+    ever, a symlink loop never resolves), every class folder must hold images, the splits must
+    have the same classes, at least two of them, and the first split at least `min_per_class`
+    images of each.
+    """
     from PIL import Image, UnidentifiedImageError
 
     counts: dict[str, int] = {}
-    class_sets: dict[str, set[str]] = {}
+    class_sets: dict[str, list[str]] = {}
     for split in splits:
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(f"{split_dir}: missing split folder (expected {root}/{split}/<class>/*.png)")
-        classes = sorted(path for path in split_dir.iterdir() if path.is_dir())
+        classes = _class_folders(split_dir)
         if not classes:
             raise DataError(f"{split_dir}: no class folders (expected {split_dir}/<class>/*.png)")
-        class_sets[split] = {path.name for path in classes}
+        class_sets[split] = [path.name for path in classes]
         total = 0
         for class_dir in classes:
             images = list_images(class_dir)
             if not images:
                 raise DataError(f"{class_dir}: class folder has no images (.png or .jpg); add some or remove it")
+            if split == splits[0] and len(images) < min_per_class:
+                raise DataError(
+                    f"{class_dir}: {len(images)} image(s), fewer than data.min_images_per_class={min_per_class}; "
+                    "add images or lower it"
+                )
             for image_path in images:
                 try:
                     with Image.open(image_path) as image:
@@ -203,15 +294,58 @@ def check_image_tree(root: Path, splits: tuple[str, ...]) -> dict[str, int]:
                     raise DataError(f"{image_path}: corrupt or unreadable image ({error}); fix or remove it") from None
             total += len(images)
         counts[split] = total
-    missing = class_sets[splits[0]] - class_sets.get(splits[-1], set())
-    if len(splits) > 1 and missing:
-        log.warning("classes with no %s images: %s", splits[-1], ", ".join(sorted(missing)))
+    check_classes(class_sets)
     return counts
 
 
+def check_classes(class_sets: dict[str, list[str]]) -> None:
+    """At least two classes, and the same class names in every split (labels are their sorted order)."""
+    first, names = next(iter(class_sets.items()))
+    if len(names) < 2:
+        raise DataError(
+            f"data: the {first} split has {len(names)} class ({', '.join(names)}); a classifier needs at least 2"
+        )
+    for split, other in class_sets.items():
+        only_first, only_other = sorted(set(names) - set(other)), sorted(set(other) - set(names))
+        if only_first or only_other:
+            parts = [
+                f"only in {first}: {', '.join(only_first)}" if only_first else "",
+                f"only in {split}: {', '.join(only_other)}" if only_other else "",
+            ]
+            raise DataError(
+                f"data: {first} and {split} have different classes ({'; '.join(p for p in parts if p)}); "
+                "every class needs a folder in both"
+            )
+
+
+def _entry_kind(path: Path) -> str:
+    """'dir', 'file' or why the entry is neither (a special file, a broken link, a symlink loop)."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except OSError as error:
+        reason = "a symlink loop" if error.errno == errno.ELOOP else "a broken link" if path.is_symlink() else None
+        raise DataError(f"{path}: {reason or error.strerror}; remove it") from None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise DataError(f"{path}: {kind}, not an image file; remove it")
+
+
+def _class_folders(split_dir: Path) -> list[Path]:
+    """The class folders of a split, sorted; dotfiles and plain files beside them are ignored."""
+    entries = sorted(path for path in split_dir.iterdir() if not path.name.startswith("."))
+    return [path for path in entries if _entry_kind(path) == "dir"]
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside folder, in a stable order."""
-    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly inside folder, in a stable order; DataError for one that is not a regular file."""
+    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    for path in images:
+        if _entry_kind(path) != "file":
+            raise DataError(f"{path}: a folder named like an image; rename or remove it")
+    return images
 
 
 def draw_calibration(train_dir: Path, out: Path, params: DataParams) -> int:
@@ -239,50 +373,48 @@ def draw_calibration(train_dir: Path, out: Path, params: DataParams) -> int:
     return sum(len(files) for files in drawn.values())
 
 
-def load_split(root: Path, split: str, channels: int, image_size: int) -> Split:
-    """Read root/<split>/<class>/* through TFDS's ImageFolder builder as float arrays."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    if not (root / split).is_dir():
-        raise DataError(f"{root / split}: missing; run the prepare stage first (edgecompress stage prepare)")
-    builder = tfds.folder_dataset.ImageFolder(str(root), shape=(None, None, channels))
-    class_names = tuple(builder.info.features["label"].names)
-    dataset = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
-
-    def to_float(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.image.resize(image, (image_size, image_size))
-        return image / 255.0, label
-
-    xs, ys = [], []
-    try:
-        for x, y in dataset.map(to_float).batch(1024).as_numpy_iterator():
-            xs.append(x)
-            ys.append(y)
-    except tf.errors.InvalidArgumentError as error:
-        raise DataError(f"{root / split}: an image could not be decoded ({error.message.splitlines()[0]})") from None
-    x_all = np.concatenate(xs).astype(np.float32)
-    y_all = np.concatenate(ys).astype(np.int64)
-    return Split(x=x_all, y=y_all, class_names=class_names)
+def load_split(root: Path, split: str, params: DataParams, class_names: tuple[str, ...] | None = None) -> Images:
+    """root/<split>/<class>/* as Images, files in sorted order; labels are the sorted class names' indices."""
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: missing; run the prepare stage first (edgecompress stage prepare)")
+    folders = _class_folders(split_dir)
+    names = class_names or tuple(folder.name for folder in folders)
+    index = {name: i for i, name in enumerate(names)}
+    paths: list[str] = []
+    labels: list[int] = []
+    for folder in folders:
+        if folder.name not in index:
+            raise DataError(f"{folder}: class {folder.name!r} is not one of the training classes; prepare again")
+        images = list_images(folder)
+        paths.extend(str(path) for path in images)
+        labels.extend([index[folder.name]] * len(images))
+    return Images(tuple(paths), np.asarray(labels, dtype=np.int64), names, params.image_size, params.channels)
 
 
-def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Split off a seeded, class-stratified share of `split` for validation: (rest, held out)."""
+def class_names(layout: Layout, params: DataParams) -> tuple[str, ...]:
+    """The training classes, in label order."""
+    return load_split(layout.raw, "train", params).class_names
+
+
+def holdout(images: Images, fraction: float, seed: int) -> tuple[Images, Images]:
+    """Split off a seeded, class-stratified share of `images` for validation: (rest, held out)."""
     from sklearn.model_selection import train_test_split
 
-    rest, held = train_test_split(np.arange(len(split.y)), test_size=fraction, stratify=split.y, random_state=seed)
-    return (
-        Split(split.x[rest], split.y[rest], split.class_names),
-        Split(split.x[held], split.y[held], split.class_names),
-    )
+    rest, held = train_test_split(np.arange(len(images)), test_size=fraction, stratify=images.labels, random_state=seed)
+    return images.subset(np.sort(rest)), images.subset(np.sort(held))
 
 
-def load_fit_validation(layout: Layout, params: DataParams) -> tuple[Split, Split]:
+def load_fit_validation(layout: Layout, params: DataParams) -> tuple[Images, Images]:
     """The train split less a seeded validation share (to fit on), and that share (to choose models on)."""
-    train = load_split(layout.raw, "train", params.channels, params.image_size)
-    return holdout(train, params.validation_fraction, params.seed)
+    return holdout(load_split(layout.raw, "train", params), params.validation_fraction, params.seed)
 
 
-def load_calibration(layout: Layout, params: DataParams) -> np.ndarray:
-    """The representative images drawn by prepare, as float32 in [0, 1]."""
-    return load_split(layout.calibration, CALIBRATION_SPLIT, params.channels, params.image_size).x
+def load_test(layout: Layout, params: DataParams) -> Images:
+    """The test split, labelled like the training classes."""
+    return load_split(layout.raw, "test", params, class_names(layout, params))
+
+
+def load_calibration(layout: Layout, params: DataParams) -> Images:
+    """The representative images drawn by prepare."""
+    return load_split(layout.calibration, CALIBRATION_SPLIT, params, class_names(layout, params))

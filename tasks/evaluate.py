@@ -6,7 +6,7 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-from tasks.data import Split
+from tasks.data import Images
 from tasks.inference import TFLiteModel
 from tasks.params import EvaluateParams
 from tasks.train import accuracy, load_model
@@ -18,18 +18,19 @@ def file_sizes(path: Path) -> dict[str, int]:
     return {"size_bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
 
 
-def keras_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str, Any]:
+def keras_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str, Any]:
     """Accuracy and size of a saved Keras model."""
     model = load_model(path)
-    return {"accuracy": round(accuracy(model, test.x, test.y, params.batch_size), 6), **file_sizes(path)}
+    return {"accuracy": round(accuracy(model, test, params.batch_size), 6), **file_sizes(path)}
 
 
-def tflite_variant(path: Path, test: Split, params: EvaluateParams) -> dict[str, Any]:
+def tflite_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str, Any]:
     """Accuracy, loss, size and I/O types of a .tflite model, run on LiteRT."""
     model = TFLiteModel(path, num_threads=params.num_threads)
-    loss, acc = model.evaluate(test.x, test.y, batch_size=params.batch_size)
+    loss, acc = model.evaluate(test.batches(params.batch_size))
     # Latency as a device would see it: one image at a time, one thread.
-    latency = TFLiteModel(path, num_threads=1).latency_ms(test.x[0], runs=params.latency_runs)
+    sample = test.head(1).arrays()[0][0]
+    latency = TFLiteModel(path, num_threads=1).latency_ms(sample, runs=params.latency_runs)
     return {
         "accuracy": round(acc, 6),
         "loss": round(loss, 6),

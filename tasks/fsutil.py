@@ -7,14 +7,28 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+
+
+@cache
+def _umask() -> int:
+    """The process's umask, read once (by setting and restoring it: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
-    """A fresh temporary folder next to `final`; removed on exit unless swapped in."""
+    """A fresh temporary folder next to `final`; removed on exit unless swapped in.
+
+    mkdtemp makes it private (0700); it gets the permissions any new folder would have, since it
+    becomes the output itself.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
     finally:
@@ -33,13 +47,19 @@ def replace_dir(staged: Path, final: Path) -> None:
 
 @contextmanager
 def staging_file(final: Path) -> Iterator[Path]:
-    """A temporary path next to `final`, renamed onto it when the block succeeds."""
+    """A temporary path next to `final`, renamed onto it when the block succeeds.
+
+    The file keeps the permissions of the one it replaces (a new one gets the umask's default),
+    not mkstemp's private 0600.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
     os.close(handle)
     tmp = Path(name)
     try:
         yield tmp
+        mode = final.stat().st_mode & 0o7777 if final.exists() else 0o666 & ~_umask()
+        tmp.chmod(mode)
         tmp.replace(final)
     finally:
         tmp.unlink(missing_ok=True)

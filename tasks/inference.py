@@ -203,9 +203,25 @@ class TFLiteModel:
             self._interpreter.allocate_tensors()
             self._batch = batch
 
+    @property
+    def input_quantization(self) -> tuple[float, int]:
+        """(scale, zero point) of the input tensor; (0, 0) when it is not quantized."""
+        return self._in_scale, self._in_zero
+
+    @property
+    def takes_frames(self) -> bool:
+        """Whether a uint8 camera frame is the input tensor's value as it is (uint8, scale 1, zero point 0)."""
+        return self.input_dtype == np.uint8 and self._in_scale == 1.0 and self._in_zero == 0
+
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Float input as the model's input tensor takes it (quantized with its scale and zero point)."""
+        """Pixels as the model's input tensor takes them (quantized with its scale and zero point).
+
+        Pixels are float or uint8 values from 0 to 255, as for the Keras model; a uint8 frame goes
+        in untouched when the model takes frames as they are.
+        """
         dtype = self.input_dtype
+        if x.dtype == np.uint8 and self.takes_frames:
+            return np.ascontiguousarray(x)
         if dtype.kind == "f" or self._in_scale == 0:
             return np.ascontiguousarray(x, dtype=dtype)
         info = np.iinfo(dtype)
@@ -228,7 +244,7 @@ class TFLiteModel:
             raise ValueError(f"{self.path.name}: input of shape {x.shape}, expected (N, {expected})")
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Float outputs for float inputs, batch by batch, like keras.Model.predict."""
+        """Float outputs for pixels (float or uint8, 0 to 255), batch by batch, like keras.Model.predict."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
         x = np.asarray(x)
@@ -270,10 +286,25 @@ class TFLiteModel:
                 timings.append(time.perf_counter() - started)
         return float(np.median(timings) * 1000.0)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 32) -> tuple[float, float]:
-        """(sparse categorical cross-entropy, accuracy), as keras.Model.evaluate returns them."""
-        probabilities = self.predict(x, batch_size=batch_size)
-        return sparse_categorical_crossentropy(probabilities, y), top1_accuracy(probabilities, y)
+    def evaluate(self, x: Any, y: np.ndarray | None = None, batch_size: int = 32) -> tuple[float, float]:
+        """(sparse categorical cross-entropy, accuracy), as keras.Model.evaluate returns them.
+
+        `x` is an array of pixels with labels `y`, or, like Keras, an iterable of (pixels, labels)
+        batches (a tf.data dataset: the split is then never in memory at once).
+        """
+        if y is not None:
+            probabilities = self.predict(x, batch_size=batch_size)
+            return sparse_categorical_crossentropy(probabilities, y), top1_accuracy(probabilities, y)
+        batches = x.as_numpy_iterator() if hasattr(x, "as_numpy_iterator") else x
+        count, loss, correct = 0, 0.0, 0
+        for pixels, labels in batches:
+            probabilities = self.predict(pixels, batch_size=len(pixels))
+            loss += sparse_categorical_crossentropy(probabilities, labels) * len(labels)
+            correct += int(np.sum(np.argmax(probabilities, axis=-1) == np.asarray(labels).reshape(-1)))
+            count += len(labels)
+        if count == 0:
+            raise ValueError("evaluate: no batches")
+        return loss / count, correct / count
 
 
 def _quantization(details: dict[str, Any]) -> tuple[float, int]:

@@ -35,6 +35,15 @@ class Layout:
         return self.root / "data" / "models" / "pruned.keras"
 
     @property
+    def clustered_model(self) -> Path:
+        """The pruned model with its weights clustered (the pruned model itself when clustering is off)."""
+        return self.root / "data" / "models" / "clustered.keras"
+
+    @property
+    def cluster_report(self) -> Path:
+        return self.reports / "cluster.json"
+
+    @property
     def float_tflite(self) -> Path:
         return self.root / "data" / "tflite" / "model_float.tflite"
 

@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` met
 
 
 class TFLiteClassifier(PythonModel):
-    """Float images in, class probabilities out, like the Keras model it was made from."""
+    """Images as pixel values (uint8 frames, or floats from 0 to 255) in, class probabilities out."""
 
     def load_context(self, context: Any) -> None:
         from tasks.inference import TFLiteModel
@@ -29,8 +29,9 @@ class TFLiteClassifier(PythonModel):
     # Untyped on purpose: MLflow reads predict's type hints as a schema and warns on array ones;
     # the schema comes from the signature logged with the model instead.
     def predict(self, context, model_input, params=None):
-        """Class probabilities for a batch of float images (N, H, W, C)."""
-        return self.model.predict(np.asarray(model_input, dtype=np.float32))
+        """Class probabilities for a batch of images (N, H, W, C) of pixel values, uint8 or float."""
+        pixels = np.asarray(model_input)
+        return self.model.predict(pixels if pixels.dtype == np.uint8 else pixels.astype(np.float32))
 
 
 mlflow.models.set_model(TFLiteClassifier())

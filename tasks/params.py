@@ -32,6 +32,7 @@ class DataParams(_Section):
     test_fraction: float = Field(gt=0.0, lt=1.0)
     validation_fraction: float = Field(gt=0.0, lt=1.0)
     calibration_size: int = Field(ge=1, le=100_000)
+    min_images_per_class: int = Field(ge=1, le=1_000_000)
     seed: int = Field(ge=0)
 
     @field_validator("source")
@@ -52,15 +53,54 @@ class DataParams(_Section):
         return self.source.split(":", 1)[1] if ":" in self.source else ""
 
 
-class TrainParams(_Section):
-    """Float model size and training schedule."""
+_MODEL = re.compile(r"^(cnn|mobilenet_v2|mobilenet_v3_small|file:.+|python:[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+BUILT_IN_MODELS = ("cnn", "mobilenet_v2", "mobilenet_v3_small")
 
-    epochs: int = Field(ge=1, le=10_000)
+
+class TrainParams(_Section):
+    """Where the float model comes from (tasks/models.py) and how it is trained."""
+
+    model: str
+    weights: str | None
+    alpha: float = Field(gt=0.0, le=4.0)
+    input_scale: Literal["pixels", "unit", "symmetric"]
+    epochs: int = Field(ge=0, le=10_000)
     batch_size: int = Field(ge=1, le=65_536)
     learning_rate: float = Field(gt=0.0, le=1.0)
+    fine_tune_epochs: int = Field(ge=0, le=10_000)
+    fine_tune_layers: int = Field(ge=1, le=100_000)
+    fine_tune_learning_rate: float = Field(gt=0.0, le=1.0)
     conv_filters: int = Field(ge=1, le=1024)
     dense_units: int = Field(ge=1, le=65_536)
     seed: int = Field(ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if not _MODEL.match(value):
+            raise ValueError(
+                f"must be cnn, mobilenet_v2, mobilenet_v3_small, file:<path> or python:<module>:<function> "
+                f"(got {value!r})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        mobilenet = self.model.startswith("mobilenet")
+        if self.weights and not mobilenet:
+            raise ValueError(f"weights is for the mobilenet_* backbones; {self.model} brings its own (set it to null)")
+        if self.fine_tune_epochs and not self.weights:
+            raise ValueError("fine_tune_epochs needs pretrained weights (train.weights); without them all layers train")
+        if self.model in BUILT_IN_MODELS and self.input_scale != "pixels":
+            raise ValueError(f"input_scale: {self.model} normalises its own input; use pixels")
+        if self.epochs == 0 and self.model in BUILT_IN_MODELS:
+            raise ValueError(f"epochs: 0 keeps a given model as it is; {self.model} must be trained (epochs >= 1)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The source kind: cnn, mobilenet_v2, mobilenet_v3_small, file or python."""
+        return self.model.split(":", 1)[0]
 
 
 class PruneParams(_Section):
@@ -81,6 +121,17 @@ class PruneParams(_Section):
                 f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity ({self.final_sparsity})"
             )
         return self
+
+
+class ClusterParams(_Section):
+    """Weight clustering (tfmot) after pruning: each large kernel keeps number_of_clusters values."""
+
+    enabled: bool
+    number_of_clusters: int = Field(ge=2, le=256)
+    centroid_init: Literal["kmeans_plus_plus", "linear", "density_based", "random"]
+    epochs: int = Field(ge=1, le=10_000)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    min_layer_weights: int = Field(ge=0)
 
 
 class QuantizeParams(_Section):
@@ -145,16 +196,42 @@ class RegistryParams(_Section):
 class RetrainParams(_Section):
     """Scheduled retraining: when, how long a second run waits, where outputs go after a success."""
 
-    cron: str = Field(min_length=9)
+    cron: str
     wait_s: float = Field(ge=0.0, le=86_400.0)
     push: bool
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"must be a 5-field cron expression like '0 3 * * *' (got {value!r})")
+    def _valid_cron(cls, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def cron_problem(expression: str) -> str:
+    """Why `expression` is not a schedule Prefect will run ('' when it is one).
+
+    croniter is the parser Prefect's CronSchedule uses (vendored there), so what passes here is what
+    `serve` can schedule; Prefect also refuses croniter's random (R) and hashed (H) extensions.
+    """
+    from croniter import croniter
+
+    fields = expression.split()
+    if len(fields) != 5 or not croniter.is_valid(expression) or any(f.upper() in ("R", "H") for f in fields):
+        return (
+            f"{expression!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week), "
+            "e.g. '0 3 * * *' for 03:00 every day"
+        )
+    return ""
+
+
+def check_cron(expression: str) -> str:
+    """The expression, or ParamsError naming the problem (for `serve --cron`)."""
+    problem = cron_problem(expression)
+    if problem:
+        raise ParamsError(f"--cron: {problem}")
+    return expression
 
 
 class Params(_Section):
@@ -163,6 +240,7 @@ class Params(_Section):
     data: DataParams
     train: TrainParams
     prune: PruneParams
+    cluster: ClusterParams
     quantize: QuantizeParams
     evaluate: EvaluateParams
     edgetpu: EdgeTPUParams
@@ -248,27 +326,63 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
-def write_overrides(path: Path, overrides: list[str]) -> Params:
-    """Validate overrides, then write them into params.yaml keeping its comments.
+def check_overrides(path: Path, overrides: list[str]) -> Params:
+    """The params that params.yaml with these overrides would give; nothing is written.
 
-    Like `dvc exp run -S`, the override lands in the params file so that dvc.lock,
-    `dvc status` and the MLflow run all describe the same values. Nothing is written
-    when any override is invalid.
+    An error in the file itself is reported against the file, one in an override against `-S`.
     """
-    params = parse_params(apply_overrides(read_params_file(path), overrides), origin="-S")
+    raw = read_params_file(path)
+    params = parse_params(raw, origin=path.name)
     if not overrides:
         return params
+    return parse_params(apply_overrides(raw, overrides), origin="-S")
+
+
+def render_overrides(path: Path, overrides: list[str]) -> str:
+    """params.yaml's text with the overrides applied, everything else kept as written.
+
+    A round trip through ruamel.yaml keeps comments, key order, quotes and `null`s, so only the
+    overridden values change.
+    """
+    import io
+
     from ruamel.yaml import YAML  # round-trip loader, ships with DVC
 
     round_trip = YAML()
+    round_trip.preserve_quotes = True
+    round_trip.width = 4096  # never re-wrap a long line
+    # ruamel writes None as an empty value by default; params.yaml spells it `null`.
+    round_trip.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     document = round_trip.load(path.read_text())
     for text in overrides:
         section, name, value = parse_override(text)
         if document.get(section) is None:
             document[section] = {}
         document[section][name] = value
-    tmp = path.with_suffix(".yaml.tmp")
-    with tmp.open("w") as handle:
-        round_trip.dump(document, handle)
-    tmp.replace(path)
+    buffer = io.StringIO()
+    round_trip.dump(document, buffer)
+    return buffer.getvalue()
+
+
+def write_overrides(path: Path, overrides: list[str], journaled: bool = False) -> Params:
+    """Validate overrides, then write them into params.yaml keeping its comments.
+
+    Like `dvc exp run -S`, the override lands in the params file so that dvc.lock,
+    `dvc status` and the MLflow run all describe the same values. Nothing is written
+    when any override is invalid. `journaled`: keep the original in params.yaml.journal first
+    (tasks/journal.py), so that it can be put back if the run fails or dies.
+    """
+    from tasks import journal
+    from tasks.fsutil import write_text
+
+    params = check_overrides(path, overrides)
+    if not overrides:
+        return params
+    original = path.read_text()
+    text = render_overrides(path, overrides)
+    if journaled:
+        journal.begin_overrides(path.parent, original, path.stat().st_mode & 0o7777, text)
+    write_text(path, text)
     return params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ from tasks.train import compile_model, epoch_logger, keras, seed_everything
 if TYPE_CHECKING:
     import tf_keras
 
-    from tasks.data import Split
+    from tasks.data import Images
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def schedule_steps(num_samples: int, batch_size: int, epochs: int, frequency: in
 
 
 def prune_model(
-    model: tf_keras.Model, train: Split, params: PruneParams, batch_size: int, seed: int
+    model: tf_keras.Model, train: Images, params: PruneParams, batch_size: int, seed: int
 ) -> tuple[tf_keras.Model, PruneResult]:
     """Prune every prunable layer to params.final_sparsity while fine-tuning; return it stripped."""
     import tensorflow_model_optimization as tfmot
@@ -60,7 +61,7 @@ def prune_model(
         layers = layer_sparsity(model)
         return model, PruneResult(False, 0.0, overall_sparsity(model), layers, (), 0)
 
-    end_step, frequency = schedule_steps(len(train.x), batch_size, params.epochs, params.frequency)
+    end_step, frequency = schedule_steps(len(train), batch_size, params.epochs, params.frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=params.initial_sparsity,
         final_sparsity=params.final_sparsity,
@@ -73,11 +74,11 @@ def prune_model(
     def wrap(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
         # Small layers (the first convolution, the classifier) hold a sliver of the weights
         # but much of the accuracy, so they stay dense, as tfmot's guide recommends.
-        if _prunable_size(layer) >= params.min_layer_weights:
+        if prunable_size(layer) >= params.min_layer_weights:
             return prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
-    wrapped = keras().models.clone_model(model, clone_function=wrap)
+    wrapped = _wrap_each(model, wrap, "prune.min_layer_weights (layers with fewer kernel weights stay dense)")
     if not any(hasattr(layer, "pruning_vars") for layer in wrapped.layers):
         raise StageError(
             f"prune: no layer has prune.min_layer_weights={params.min_layer_weights} weights or more; "
@@ -86,11 +87,8 @@ def prune_model(
     seed_everything(seed)
     compile_model(wrapped, params.learning_rate)
     wrapped.fit(
-        train.x,
-        train.y,
-        batch_size=batch_size,
+        train.batches(batch_size, shuffle_seed=seed),
         epochs=params.epochs,
-        shuffle=True,
         verbose=0,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), epoch_logger("prune", params.epochs)],
     )
@@ -114,7 +112,27 @@ def prune_model(
     return stripped, result
 
 
-def _prunable_size(layer: tf_keras.layers.Layer) -> int:
+def _wrap_each(
+    model: tf_keras.Model, wrap: Callable[[tf_keras.layers.Layer], tf_keras.layers.Layer], avoid: str
+) -> tf_keras.Model:
+    """clone_model with `wrap` applied to each layer; a layer tfmot refuses is named with the setting that avoids it."""
+    current = ""
+
+    def wrap_one(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
+        nonlocal current
+        current = f"{layer.name} ({type(layer).__name__})"
+        return wrap(layer)
+
+    try:
+        return keras().models.clone_model(model, clone_function=wrap_one)
+    except (ValueError, TypeError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise StageError(
+            f"prune: tfmot cannot prune layer {current}: {reason}; set prune.enabled: false or raise {avoid}"
+        ) from None
+
+
+def prunable_size(layer: tf_keras.layers.Layer) -> int:
     """Number of kernel weights in a layer (0 for layers without a kernel)."""
     return sum(int(weight.shape.num_elements()) for weight in layer.weights if _short(weight.name) in _KERNELS)
 
@@ -124,7 +142,7 @@ def _short(weight_name: str) -> str:
     return weight_name.split("/")[-1].split(":")[0]
 
 
-def _kernels(model: tf_keras.Model) -> list[tuple[str, np.ndarray]]:
+def kernel_arrays(model: tf_keras.Model) -> list[tuple[str, np.ndarray]]:
     return [
         (f"{layer.name}/{_short(weight.name)}", weight.numpy())
         for layer in model.layers
@@ -135,12 +153,12 @@ def _kernels(model: tf_keras.Model) -> list[tuple[str, np.ndarray]]:
 
 def layer_sparsity(model: tf_keras.Model) -> dict[str, float]:
     """Fraction of exact zeros in each kernel, by 'layer/kernel' name."""
-    return {name: round(float(np.mean(values == 0)), 6) for name, values in _kernels(model)}
+    return {name: round(float(np.mean(values == 0)), 6) for name, values in kernel_arrays(model)}
 
 
 def overall_sparsity(model: tf_keras.Model, names: set[str] | None = None) -> float:
     """Fraction of exact zeros over the named kernels together (all kernels by default)."""
-    kernels = [values for name, values in _kernels(model) if names is None or name in names]
+    kernels = [values for name, values in kernel_arrays(model) if names is None or name in names]
     total = sum(values.size for values in kernels)
     zeros = sum(int(np.sum(values == 0)) for values in kernels)
     return round(zeros / total, 6) if total else 0.0

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -29,7 +29,10 @@ from tasks.params import QuantizeParams
 if TYPE_CHECKING:
     import tf_keras
 
-    from tasks.data import Split
+    from tasks.data import Images
+
+# Calibration images: streamed from the representative folder, or an array (tests, notebooks).
+Pixels = Union["Images", np.ndarray]
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +63,18 @@ class QuantizeOutcome:
     choice: str = ""
 
 
-def _representative(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+def _representative(calibration: Pixels) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's representative dataset: one image at a time, streamed from disk (or an array)."""
     if len(calibration) == 0:
         raise StageError("quantize: the calibration set has zero samples; raise data.calibration_size")
 
     def generate() -> Iterator[list[np.ndarray]]:
-        for sample in calibration:
-            yield [sample[np.newaxis].astype(np.float32)]
+        if isinstance(calibration, np.ndarray):
+            for sample in calibration:
+                yield [sample[np.newaxis].astype(np.float32)]
+            return
+        for batch in calibration.batches(1, labels=False).as_numpy_iterator():
+            yield [batch]
 
     return generate
 
@@ -77,7 +85,7 @@ def _converter(model: tf_keras.Model) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def _full_integer(converter: Any, calibration: np.ndarray, io_dtype: str) -> Any:
+def _full_integer(converter: Any, calibration: Pixels, io_dtype: str) -> Any:
     """Configure a converter for int8 everywhere: TFLITE_BUILTINS_INT8 only, integer I/O."""
     import tensorflow as tf
 
@@ -107,13 +115,13 @@ def to_float_tflite(model: tf_keras.Model) -> bytes:
     return _convert(_converter(model))
 
 
-def to_int8_tflite(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+def to_int8_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Full-integer post-training quantization calibrated on the representative set."""
     log.info("quantizing to int8 with %d calibration samples", len(calibration))
     return _convert(_full_integer(_converter(model), calibration, params.io_dtype))
 
 
-def to_ptq_tflite(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+def to_ptq_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Post-training quantization in params.ptq_mode."""
     import tensorflow as tf
 
@@ -126,7 +134,7 @@ def to_ptq_tflite(model: tf_keras.Model, calibration: np.ndarray, params: Quanti
     return _convert(converter)
 
 
-def debug_int8(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> list[dict[str, Any]]:
+def debug_int8(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> list[dict[str, Any]]:
     """Per-layer quantization error from TFLite's QuantizationDebugger, worst first."""
     import tensorflow as tf
 
@@ -134,7 +142,7 @@ def debug_int8(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeP
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_representative(calibration[: min(len(calibration), 64)])
+            converter=converter, debug_dataset=_representative(_first(calibration, 64))
         )
         debugger.run()
     import csv
@@ -154,37 +162,52 @@ def debug_int8(model: tf_keras.Model, calibration: np.ndarray, params: QuantizeP
 # --- quantization-aware training --------------------------------------------------------------------
 
 
+# Input normalisation (the layer that turns pixels into the model's range) is an affine map that
+# tfmot's 8-bit registry has no entry for. QAT quantizes its output like any activation (tfmot's own
+# output config), so the QAT model learns every range itself, pixels included.
+_NORMALISATION = ("Rescaling", "Normalization")
+
+
+class QATUnsupported(StageError):
+    """The model has a layer tfmot's quantization-aware training cannot annotate."""
+
+
 def _annotated(model: tf_keras.Model, layers: tuple[str, ...]) -> tf_keras.Model:
-    """The model with the named layers (all when empty) annotated for quantization."""
+    """The model with the named layers (every layer when none are named) annotated for QAT."""
     import tensorflow_model_optimization as tfmot
+
+    # tfmot's public API has no "is this layer supported" call; its registry answers it.
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
 
     from tasks.train import keras
 
     quantization = tfmot.quantization.keras
-    if not layers:
-        return quantization.quantize_annotate_model(model)
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
     known = {layer.name for layer in model.layers}
     missing = [name for name in layers if name not in known]
     if missing:
         raise StageError(
             f"quantize.qat_layers: no layer named {', '.join(missing)} (layers: {', '.join(sorted(known))})"
         )
-    # tfmot's public API has no "is this layer supported" call; its registry answers it.
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry,
-    )
-
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
     def annotate(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
-        if layer.name not in layers:
+        if isinstance(layer, keras().layers.InputLayer) or (layers and layer.name not in layers):
             return layer
-        if registry.supports(layer):
+        if type(layer).__name__ in _NORMALISATION:
+            return quantization.quantize_annotate_layer(layer, quantize_config=output_quantize_config())
+        # quantize_apply decides what it supports (batch norm, for one, is folded by its transforms,
+        # not in its registry) and names a layer it refuses; a named layer gets a config instead.
+        if not layers or registry.supports(layer):
             return quantization.quantize_annotate_layer(layer)
-        # A layer the default 8-bit registry does not know: quantize its kernel and output.
+        # A named layer the default 8-bit registry does not know: quantize its kernel and output.
         return quantization.quantize_annotate_layer(layer, quantize_config=kernel_quantize_config())
 
-    return keras().models.clone_model(model, clone_function=annotate)
+    try:
+        return keras().models.clone_model(model, clone_function=annotate)
+    except (RuntimeError, ValueError) as error:  # e.g. a nested model, which tfmot cannot annotate
+        raise QATUnsupported(_unsupported(str(error))) from None
 
 
 def _kernel_quantize_config() -> type:
@@ -221,6 +244,27 @@ def _kernel_quantize_config() -> type:
     return _KernelQuantizeConfig
 
 
+def _unsupported(message: str) -> str:
+    """tfmot's refusal of a layer as one line naming it and the settings that avoid it."""
+    import re
+
+    found = re.search(r"Layer ([\w./-]+)\s*:?\s*<class '([\w.]+)'>", message)
+    layer = f"{found.group(1)} ({found.group(2).rsplit('.', 1)[-1]})" if found else " ".join(message.split())[:160]
+    return (
+        f"quantize: tfmot's quantization-aware training does not support layer {layer}; use quantize.method: "
+        "ptq (or auto, which falls back to it), or name the layers to train in quantize.qat_layers"
+    )
+
+
+def output_quantize_config() -> Any:
+    """tfmot's config for a layer whose output alone is quantized (8 bits, moving-average range)."""
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs,
+    )
+
+    return default_8bit_quantize_configs.Default8BitOutputQuantizeConfig()
+
+
 def kernel_quantize_config() -> Any:
     """A QuantizeConfig for kernel layers outside tfmot's default 8-bit registry."""
     return _kernel_quantize_config()()
@@ -228,42 +272,54 @@ def kernel_quantize_config() -> Any:
 
 def qat_model(
     model: tf_keras.Model,
-    train: Split,
+    train: Images,
     params: QuantizeParams,
     preserve_sparsity: bool,
     epochs: int,
     batch_size: int,
     seed: int,
+    preserve_clusters: bool = False,
 ) -> tf_keras.Model:
-    """Fine-tune with fake quantization (prune-preserving when the model is sparse); the QAT model."""
+    """Fine-tune with fake quantization; the QAT model.
+
+    tfmot's collaborative schemes keep what earlier steps made: a pruned model's zeros
+    (prune-preserving QAT), a clustered model's shared values (cluster-preserving QAT), or both
+    (prune-cluster-preserving QAT).
+    """
     import tensorflow_model_optimization as tfmot
 
     from tasks.train import compile_model, epoch_logger, seed_everything
 
     quantization = tfmot.quantization.keras
     annotated = _annotated(model, params.qat_layers)
-    with quantization.quantize_scope({"_KernelQuantizeConfig": _kernel_quantize_config()}):
-        if preserve_sparsity:
-            # tfmot's collaborative optimization: QAT that keeps pruned weights at zero.
-            scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-            quantized = quantization.quantize_apply(annotated, scheme)
-        else:
-            quantized = quantization.quantize_apply(annotated)
+    scope = {
+        "_KernelQuantizeConfig": _kernel_quantize_config(),
+        "Default8BitOutputQuantizeConfig": type(output_quantize_config()),
+    }
+    try:
+        with quantization.quantize_scope(scope):
+            combine = tfmot.experimental.combine
+            if preserve_clusters:
+                scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)
+                quantized = quantization.quantize_apply(annotated, scheme)
+            elif preserve_sparsity:
+                quantized = quantization.quantize_apply(annotated, combine.Default8BitPrunePreserveQuantizeScheme())
+            else:
+                quantized = quantization.quantize_apply(annotated)
+    except (RuntimeError, ValueError) as error:
+        raise QATUnsupported(_unsupported(str(error))) from None
     seed_everything(seed)
     compile_model(quantized, params.qat_learning_rate)
     quantized.fit(
-        train.x,
-        train.y,
-        batch_size=batch_size,
+        train.batches(batch_size, shuffle_seed=seed),
         epochs=epochs,
-        shuffle=True,
         verbose=0,
         callbacks=[epoch_logger("qat", epochs)],
     )
     return quantized
 
 
-def qat_tflite(qat: tf_keras.Model, calibration: np.ndarray, params: QuantizeParams) -> bytes:
+def qat_tflite(qat: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Convert a QAT model to a full-integer .tflite (ranges come from its fake-quant nodes)."""
     return _convert(_full_integer(_converter(qat), calibration, params.io_dtype))
 
@@ -271,7 +327,7 @@ def qat_tflite(qat: tf_keras.Model, calibration: np.ndarray, params: QuantizePar
 # --- choosing the shipped model ----------------------------------------------------------------
 
 
-def _score(model: bytes, split: Split) -> float:
+def _score(model: bytes, images: Images) -> float:
     """Top-1 accuracy of a .tflite (bytes) on a split, through TFLiteModel."""
     import tempfile
     from pathlib import Path
@@ -281,19 +337,24 @@ def _score(model: bytes, split: Split) -> float:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trial.tflite"
         path.write_bytes(model)
-        return TFLiteModel(path).evaluate(split.x, split.y, batch_size=256)[1]
+        return TFLiteModel(path).evaluate(images.batches(256))[1]
+
+
+def _first(calibration: Pixels, count: int) -> Pixels:
+    return calibration[:count] if isinstance(calibration, np.ndarray) else calibration.head(count)
 
 
 def quantize_model(
     float_model: tf_keras.Model,
-    pruned_model: tf_keras.Model,
-    fit: Split,
-    validation: Split,
-    calibration: np.ndarray,
+    compressed: tf_keras.Model,
+    fit: Images,
+    validation: Images,
+    calibration: Pixels,
     params: QuantizeParams,
     batch_size: int,
     seed: int,
     sparse_weights: tuple[str, ...] = (),
+    clustered: bool = False,
 ) -> QuantizeOutcome:
     """Make the shipped model by params.method; every attempt is scored on the validation split.
 
@@ -303,7 +364,7 @@ def quantize_model(
     from tasks.prune import overall_sparsity
 
     reference = _score(to_float_tflite(float_model), validation)
-    sparsity_before = overall_sparsity(pruned_model, set(sparse_weights)) if sparse_weights else None
+    sparsity_before = overall_sparsity(compressed, set(sparse_weights)) if sparse_weights else None
 
     def trial(name: str, method: str, model: bytes, sparsity: float | None = None) -> tuple[Trial, bytes]:
         accuracy = _score(model, validation)
@@ -312,22 +373,31 @@ def quantize_model(
         return made, model
 
     if params.method == "ptq":
-        made, model = trial(f"ptq_{params.ptq_mode}", "ptq", to_ptq_tflite(pruned_model, calibration, params))
+        made, model = trial(f"ptq_{params.ptq_mode}", "ptq", to_ptq_tflite(compressed, calibration, params))
         return QuantizeOutcome(model, "ptq", [_keep(made, "the only method asked for")], sparsity_before)
 
     attempts: list[tuple[Trial, bytes]] = []
     if params.method == "auto":
-        attempts.append(trial("ptq_int8", "ptq", to_int8_tflite(pruned_model, calibration, params)))
+        attempts.append(trial("ptq_int8", "ptq", to_int8_tflite(compressed, calibration, params)))
     qat_rounds = 1 if params.method == "qat" else params.max_trials - len(attempts)
+    fallback = ""
     for round_ in range(qat_rounds):
         if params.method == "auto" and any(t.drop <= params.tolerable_drop for t, _ in attempts):
             break  # a cheaper attempt already meets the tolerance
         # Each further QAT round fine-tunes twice as long: the configured option list, in order.
         epochs = params.qat_epochs * 2**round_
-        qat = qat_model(pruned_model, fit, params, bool(sparse_weights), epochs, batch_size, seed)
+        try:
+            qat = qat_model(compressed, fit, params, bool(sparse_weights), epochs, batch_size, seed, clustered)
+        except QATUnsupported as error:
+            if params.method != "auto":
+                raise
+            fallback = f"no QAT: {error}"
+            log.warning("quantize.method auto: %s; keeping post-training quantization", error)
+            break
         sparsity = _qat_sparsity(qat, sparse_weights) if sparse_weights else None
         attempts.append(trial(f"qat_{epochs}ep", "qat", qat_tflite(qat, calibration, params), sparsity))
-    return _choose(attempts, params, sparsity_before)
+    outcome = _choose(attempts, params, sparsity_before)
+    return replace(outcome, choice=f"{outcome.choice}; {fallback}") if fallback else outcome
 
 
 def _keep(made: Trial, reason: str) -> Trial:

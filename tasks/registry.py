@@ -73,7 +73,18 @@ def server_errors(uri: str) -> Iterator[None]:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "Max retries exceeded" in text or "Connection" in text or "connect" in text:
             raise RegistryError(f"tracking server {uri} is unreachable; check MLFLOW_TRACKING_URI") from None
+        if "PERMISSION_DENIED" in text or "Permission denied" in text or "403" in text:
+            raise RegistryError(f"tracking server {uri} refused: {text[:200]}") from None
         raise RegistryError(text[:300]) from None
+    except Exception as error:
+        # A file store that is not MLflow's (a corrupt mlflow.db) fails inside SQLAlchemy.
+        if type(error).__module__.split(".")[0] == "sqlalchemy":
+            reason = str(error).strip().splitlines()[0][:160]
+            raise RegistryError(
+                f"{uri}: not a usable MLflow store ({reason}); move the file aside to start a new one, "
+                "or set MLFLOW_TRACKING_URI"
+            ) from None
+        raise
 
 
 def client(uri: str) -> Any:
@@ -142,8 +153,12 @@ def register(uri: str, layout: Layout, params: Params, run_id: str, gate: GateRe
             mlflow_client.set_registered_model_alias(name, CANDIDATE, existing)
             log.info("the same model is already %s version %s; not registered again", name, existing)
             return Registered(existing, new=False)
-    example = data.load_calibration(layout, params.data)[:2].astype(np.float32)
-    signature = infer_signature(example, TFLiteModel(shipped_model).predict(example))
+    # The signature names the input the model takes as it is: uint8 frames when the shipped model's
+    # input is uint8 with scale 1 (quantize.io_dtype uint8), float32 pixel values otherwise.
+    tflite = TFLiteModel(shipped_model)
+    pixels = data.load_calibration(layout, params.data).head(2).arrays()[0]
+    example = np.rint(pixels).astype(np.uint8) if tflite.takes_frames else pixels.astype(np.float32)
+    signature = infer_signature(example, tflite.predict(example))
     artifacts = {
         "tflite": str(shipped_model),
         "metrics": str(layout.metrics),
@@ -314,15 +329,43 @@ def lineage(uri: str, name: str, ref: str) -> dict[str, Any]:
     }
 
 
-def recorded_lock(uri: str, name: str, ref: str) -> tuple[str, dict[str, Any]]:
-    """(version, the dvc.lock logged with the run that made it)."""
+@dataclass(frozen=True)
+class Build:
+    """What made a registered version: its run's dvc.lock, the code's commit, the shipped model's md5."""
+
+    model: str
+    version: str
+    run_id: str
+    lock: dict[str, Any]
+    commit: str
+    dirty: bool
+    model_md5: str
+
+
+def recorded_build(uri: str, name: str, ref: str) -> Build:
+    """The lineage of a version as needed to restore or rebuild it (its run must have logged dvc.lock)."""
     with server_errors(uri):
         mlflow_client = client(uri)
         version = resolve(mlflow_client, name, ref)
         lock = _artifact_json(mlflow_client, version.run_id, "dvc.lock")
     if not lock:
         raise RegistryError(f"{name} version {version.version}: its run logged no dvc.lock; nothing to restore")
-    return str(version.version), lock
+    tags = version.tags
+    return Build(
+        model=name,
+        version=str(version.version),
+        run_id=version.run_id,
+        lock=lock,
+        commit=tags.get("git.commit", ""),
+        dirty=tags.get("git.dirty", "") == "true",
+        model_md5=tags.get("model.md5", ""),
+    )
+
+
+def recorded_lock(uri: str, name: str, ref: str) -> tuple[str, dict[str, Any]]:
+    """(version, the dvc.lock logged with the run that made it)."""
+    build = recorded_build(uri, name, ref)
+    return build.version, build.lock
 
 
 def history(uri: str, name: str) -> list[dict[str, Any]]:

@@ -37,15 +37,20 @@ def prepare(layout: Layout, params: Params) -> dict[str, Any]:
 
 
 def train(layout: Layout, params: Params) -> dict[str, Any]:
-    """data/models/float.keras trained on the train split."""
-    from tasks import data
-    from tasks.train import build_model, save_model, train_model
+    """data/models/float.keras from train.model, trained on the train split (or kept as given)."""
+    from tasks import data, models
+    from tasks.train import save_model, train_model
 
-    split, _ = data.load_fit_validation(layout, params.data)
-    model = build_model(split.x.shape[1:], len(split.class_names), params.train)
-    result = train_model(model, split, params.train)
-    save_model(model, layout.float_model)
-    report = {**asdict(result), "class_names": list(split.class_names)}
+    fit, _ = data.load_fit_validation(layout, params.data)
+    built = models.build(params.train, fit.shape, len(fit.class_names), layout.root)
+    result = train_model(built, fit, params.train)
+    save_model(built.model, layout.float_model)
+    report = {
+        **asdict(result),
+        "model": params.train.model,
+        "class_names": list(fit.class_names),
+        "source_files": models.source_files(params.train, layout.root),
+    }
     _write_json(layout.train_report, report)
     return {"parameters": result.parameters, "train_accuracy": result.train_accuracy}
 
@@ -56,12 +61,28 @@ def prune(layout: Layout, params: Params) -> dict[str, Any]:
     from tasks.prune import prune_model
     from tasks.train import load_model, save_model
 
-    split, _ = data.load_fit_validation(layout, params.data)
+    fit, _ = data.load_fit_validation(layout, params.data)
     model = load_model(layout.float_model)
-    pruned, result = prune_model(model, split, params.prune, params.train.batch_size, params.train.seed)
+    pruned, result = prune_model(model, fit, params.prune, params.train.batch_size, params.train.seed)
     save_model(pruned, layout.pruned_model)
     _write_json(layout.prune_report, asdict(result))
     return {"sparsity": result.sparsity, "target_sparsity": result.target_sparsity}
+
+
+def cluster(layout: Layout, params: Params) -> dict[str, Any]:
+    """data/models/clustered.keras: the pruned model with clustered weights (or the pruned model as it is)."""
+    from tasks import data
+    from tasks.cluster import cluster_model
+    from tasks.train import load_model, save_model
+
+    fit, _ = data.load_fit_validation(layout, params.data)
+    pruned = tuple(json.loads(layout.prune_report.read_text())["pruned_weights"])
+    clustered, result = cluster_model(
+        load_model(layout.pruned_model), fit, params.cluster, params.train.batch_size, params.train.seed, pruned
+    )
+    save_model(clustered, layout.clustered_model)
+    _write_json(layout.cluster_report, asdict(result))
+    return {"enabled": result.enabled, "sparsity_after": result.sparsity_after}
 
 
 def quantize(layout: Layout, params: Params) -> dict[str, Any]:
@@ -75,11 +96,12 @@ def quantize(layout: Layout, params: Params) -> dict[str, Any]:
     settings = params.quantize
     calibration = data.load_calibration(layout, params.data)
     fit, validation = data.load_fit_validation(layout, params.data)
-    float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
+    float_model, compressed = load_model(layout.float_model), load_model(layout.clustered_model)
     prune_report = json.loads(layout.prune_report.read_text())
+    clustered = json.loads(layout.cluster_report.read_text())["enabled"]
     outcome = quantize_model(
         float_model,
-        pruned_model,
+        compressed,
         fit,
         validation,
         calibration,
@@ -87,6 +109,7 @@ def quantize(layout: Layout, params: Params) -> dict[str, Any]:
         params.train.batch_size,
         params.train.seed,
         tuple(prune_report["pruned_weights"]),
+        clustered,
     )
     float_bytes = to_float_tflite(float_model)
     shipped = layout.quantized_tflite(settings.ptq_mode)
@@ -102,12 +125,16 @@ def quantize(layout: Layout, params: Params) -> dict[str, Any]:
             "quantized_bytes": len(outcome.model),
             "input_dtype": model.input_dtype.name,
             "output_dtype": model.output_dtype.name,
+            # With uint8 I/O and scale 1, a camera frame is the input as it is (Coral's convention).
+            "input_scale": model.input_quantization[0],
+            "input_zero_point": model.input_quantization[1],
+            "takes_uint8_frames": model.takes_frames,
             "calibration_samples": len(calibration),
             "sparsity_before": outcome.sparsity_before,
             "sparsity_after": outcome.sparsity_after,
             "trials": [asdict(trial) for trial in outcome.trials],
         }
-    _write_debug_report(layout, params, pruned_model, calibration)
+    _write_debug_report(layout, params, compressed, calibration)
     _write_json(layout.quantize_report, report)
     return {key: report[key] for key in ("method", "ptq_mode", "quantized_bytes", "input_dtype")}
 
@@ -143,18 +170,23 @@ def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
     from tasks import data
     from tasks.evaluate import compare, keras_variant, tflite_variant
 
-    test = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
+    test = data.load_test(layout, params.data)
     prune_report = json.loads(layout.prune_report.read_text())
     mode = params.quantize.ptq_mode
     shipped = f"{mode}_tflite"
     variants = {
         "float": keras_variant(layout.float_model, test, params.evaluate),
         "pruned": {**keras_variant(layout.pruned_model, test, params.evaluate), "sparsity": prune_report["sparsity"]},
+        **(
+            {"clustered": keras_variant(layout.clustered_model, test, params.evaluate)}
+            if json.loads(layout.cluster_report.read_text())["enabled"]
+            else {}
+        ),
         "float_tflite": tflite_variant(layout.float_tflite, test, params.evaluate),
         shipped: tflite_variant(layout.quantized_tflite(mode), test, params.evaluate),
     }
     metrics = {
-        "test_images": len(test.y),
+        "test_images": len(test),
         "shipped": shipped,
         "variants": variants,
         "summary": compare(variants, shipped),
@@ -183,6 +215,17 @@ def edgetpu(layout: Layout, params: Params) -> dict[str, Any]:
     return {key: report[key] for key in ("source", "mapped_fraction", "subgraphs", "compiled")}
 
 
+def train_is_stale(layout: Layout, params: Params) -> str:
+    """A model, weights file or builder module named in params is outside DVC's deps: compare its hash."""
+    from tasks.models import source_files
+
+    if not layout.train_report.is_file():
+        return ""
+    recorded = json.loads(layout.train_report.read_text()).get("source_files", {})
+    changed = [path for path, md5 in source_files(params.train, layout.root).items() if recorded.get(path) != md5]
+    return f"train.model/weights changed: {', '.join(changed)}" if changed else ""
+
+
 def prepare_is_stale(layout: Layout, params: Params) -> str:
     """A user's folder or a TFDS dataset lives outside the project, where DVC cannot hash it."""
     if params.data.kind == "digits":
@@ -204,6 +247,7 @@ def edgetpu_is_stale(layout: Layout, params: Params) -> str:
 # What DVC cannot see: a stage may be stale for reasons outside the project's files.
 OUTSIDE_CHANGES: dict[str, Callable[[Layout, Params], str]] = {
     "prepare": prepare_is_stale,
+    "train": train_is_stale,
     "edgetpu": edgetpu_is_stale,
 }
 
@@ -211,6 +255,7 @@ STAGES: dict[str, StageFn] = {
     "prepare": prepare,
     "train": train,
     "prune": prune,
+    "cluster": cluster,
     "quantize": quantize,
     "evaluate": evaluate,
     "edgetpu": edgetpu,

@@ -48,6 +48,26 @@ def retrain_markdown(changes: dict[str, str], pushed: int | None) -> str:
     return "\n".join(["# Retrained", "", "| stage | what changed |", "|---|---|", *rows, "", sent])
 
 
+def unchanged_markdown(last: dict[str, Any] | None) -> str:
+    """Why a run did nothing, and which run it left standing."""
+    standing = (
+        f"The last successful run, MLflow run `{last['mlflow_run_id']}`, registered {last['model']} version "
+        f"**{last['version']}**; it still stands."
+        if last
+        else ""
+    )
+    return "\n".join(
+        [
+            "# Skipped: no change",
+            "",
+            "DVC reports every stage up to date (data, calibration set, params and stage code all match "
+            "dvc.lock), and no setting changed since the last successful run.",
+            "",
+            standing,
+        ]
+    )
+
+
 def skipped_markdown(layout: Layout) -> str:
     """Why a retrain did nothing."""
     return "\n".join(

@@ -87,6 +87,7 @@ class TrackedRun:
             for path in (
                 layout.train_report,
                 layout.prune_report,
+                layout.cluster_report,
                 layout.quantize_report,
                 layout.metrics,
                 layout.edgetpu_report,
@@ -123,22 +124,42 @@ class TrackedRun:
 
 @contextmanager
 def pipeline_run(root: Path, params: Params, timings: Timings) -> Iterator[TrackedRun]:
-    """An MLflow run that ends FINISHED only when the block succeeds (FAILED otherwise)."""
-    import mlflow
+    """An MLflow run that ends FINISHED only when the block succeeds (FAILED otherwise).
 
-    with timings.measure("tracking"):
+    A tracking store that fails (unreachable server, unreadable mlflow.db) is a one-line
+    RegistryError. When the block already failed, a store that cannot record the FAILED status
+    is logged, not raised over the block's own error.
+    """
+    import mlflow
+    import yaml
+
+    from tasks.journal import note_mlflow_run
+    from tasks.registry import RegistryError, server_errors
+
+    uri = tracking_uri(root)
+    with timings.measure("tracking"), server_errors(uri):
         configure(root)
         code = code_version(root)
         run = mlflow.start_run()
-        mlflow.log_params(params.flat())
-        mlflow.set_tags({"git.commit": code.commit, "git.dirty": str(code.dirty).lower()})
     status = "FAILED"
     try:
+        with timings.measure("tracking"), server_errors(uri):
+            note_mlflow_run(root, uri, run.info.run_id)  # so a killed run's MLflow run is closed by the next one
+            mlflow.log_params(params.flat())
+            # The settings the run loaded, whole: what a reviewer (and `reproduce`) reads back.
+            mlflow.log_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), "params.yaml")
+            mlflow.set_tags({"git.commit": code.commit, "git.dirty": str(code.dirty).lower()})
         yield TrackedRun(run.info.run_id, run.info.experiment_id, timings)
         status = "FINISHED"
     finally:
         with timings.measure("tracking"):
-            mlflow.end_run(status)
+            try:
+                with server_errors(uri):
+                    mlflow.end_run(status)
+            except RegistryError as error:
+                if status == "FINISHED":
+                    raise
+                log.warning("MLflow run %s could not be closed as FAILED: %s", run.info.run_id, error)
 
 
 def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
@@ -148,6 +169,7 @@ def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
         for name, path in (
             ("train", layout.train_report),
             ("prune", layout.prune_report),
+            ("cluster", layout.cluster_report),
             ("quantize", layout.quantize_report),
             ("evaluate", layout.metrics),
             ("edgetpu", layout.edgetpu_report),

@@ -15,7 +15,8 @@ from tasks.params import TrainParams
 if TYPE_CHECKING:
     import tf_keras
 
-    from tasks.data import Split
+    from tasks.data import Images
+    from tasks.models import Built
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class TrainResult:
 
     parameters: int
     epochs: int
-    train_accuracy: float
+    train_accuracy: float | None  # None: not trained here (train.epochs 0)
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -52,15 +53,16 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams) -> tf_keras.Model:
-    """Conv -> BN -> ReLU -> separable conv -> BN -> ReLU -> pool -> Dense -> softmax.
+    """Pixels -> rescale -> conv -> BN -> ReLU -> separable conv -> BN -> ReLU -> pool -> Dense -> softmax.
 
-    Every layer here has an int8 Edge TPU kernel (and BatchNorm folds into the convolution
-    at conversion), so the whole graph maps to the TPU as one subgraph.
+    Every layer here has an int8 Edge TPU kernel (the rescale becomes an int8 multiply, BatchNorm
+    folds into the convolution at conversion), so the whole graph maps to the TPU as one subgraph.
     """
     k = keras()
     seed_everything(params.seed)
     inputs = k.Input(shape=input_shape, name="image")
-    x = k.layers.Conv2D(params.conv_filters, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = k.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)  # pixels in, as a camera gives them
+    x = k.layers.Conv2D(params.conv_filters, 3, padding="same", use_bias=False, name="conv")(x)
     x = k.layers.BatchNormalization(name="conv_bn")(x)
     x = k.layers.ReLU(name="conv_relu")(x)
     x = k.layers.SeparableConv2D(2 * params.conv_filters, 3, padding="same", use_bias=False, name="sepconv")(x)
@@ -102,35 +104,54 @@ def epoch_logger(stage: str, epochs: int) -> Any:
     return LogEpochs()
 
 
-def train_model(model: tf_keras.Model, train: Split, params: TrainParams) -> TrainResult:
-    """Fit the model on the training split with a seeded shuffle."""
+def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult:
+    """Fit the model on the training split, shuffled the same way on every run.
+
+    A model with pretrained backbone weights follows the usual transfer-learning recipe: the head
+    first with the backbone frozen (`epochs` at `learning_rate`), then the top `fine_tune_layers`
+    of the backbone as well (`fine_tune_epochs` at `fine_tune_learning_rate`), its batch-norm
+    layers kept frozen so their pretrained statistics survive small batches. Anything else trains
+    whole. `train.epochs: 0` keeps a given model as it is.
+    """
+    model = built.model
+    if params.epochs == 0:
+        log.info("train.epochs is 0: %s is compressed as it is", params.model)
+        return TrainResult(int(model.count_params()), 0, None, 0.0)
     seed_everything(params.seed)
-    compile_model(model, params.learning_rate)
     started = time.perf_counter()
-    history = model.fit(
-        train.x,
-        train.y,
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[epoch_logger("train", params.epochs)],
-    )
-    seconds = time.perf_counter() - started
-    curves = {name: [float(v) for v in values] for name, values in history.history.items()}
+    curves: dict[str, list[float]] = {}
+    transfer = bool(params.weights) and built.backbone_layers > 0
+    phases = [("train", params.epochs, params.learning_rate, built.backbone_layers if transfer else 0)]
+    if transfer and params.fine_tune_epochs:
+        frozen = max(built.backbone_layers - params.fine_tune_layers, 0)
+        phases.append(("fine-tune", params.fine_tune_epochs, params.fine_tune_learning_rate, frozen))
+    batches = train.batches(params.batch_size, shuffle_seed=params.seed)
+    for name, epochs, learning_rate, frozen in phases:
+        k = keras()
+        for index, layer in enumerate(model.layers):
+            layer.trainable = index >= frozen and not (transfer and isinstance(layer, k.layers.BatchNormalization))
+        compile_model(model, learning_rate)
+        history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[epoch_logger(name, epochs)])
+        for metric, values in history.history.items():
+            curves.setdefault(metric, []).extend(float(v) for v in values)
+    for layer in model.layers:
+        layer.trainable = True  # pruning and QAT fine-tune the whole model
     return TrainResult(
         parameters=int(model.count_params()),
-        epochs=params.epochs,
+        epochs=params.epochs + (params.fine_tune_epochs if len(phases) > 1 else 0),
         train_accuracy=curves["accuracy"][-1],
-        seconds=round(seconds, 3),
+        seconds=round(time.perf_counter() - started, 3),
         history=curves,
     )
 
 
-def accuracy(model: tf_keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy of a Keras classifier."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y))
+def accuracy(model: tf_keras.Model, images: Images, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a Keras classifier, streamed batch by batch."""
+    correct = 0
+    for pixels, labels in images.batches(batch_size).as_numpy_iterator():
+        predictions = model.predict_on_batch(pixels)
+        correct += int(np.sum(np.argmax(predictions, axis=-1) == labels))
+    return correct / len(images) if len(images) else 0.0
 
 
 def save_model(model: tf_keras.Model, path: Path) -> None:

@@ -53,9 +53,10 @@ def _repo(root: Path) -> Iterator[Any]:
 
 
 def changed_stages(root: Path, names: list[str]) -> dict[str, list[Any]]:
-    """What DVC reports changed for each named stage (empty when the stage is up to date)."""
+    """What DVC reports changed for each named stage (empty when the stage is up to date), in one pass."""
     with _repo(root) as repo:
-        return {name: repo.status(targets=[name]).get(name, []) for name in names}
+        status = repo.status(targets=names) if len(names) == 1 else repo.status()
+    return {name: status.get(name, []) for name in names}
 
 
 def record_stage(root: Path, name: str) -> None:
@@ -78,13 +79,17 @@ def lock_out_hashes(root: Path) -> dict[str, str]:
 
 
 def code_version(root: Path) -> CodeVersion:
-    """HEAD's commit and whether tracked files differ from it ('unknown' outside git)."""
+    """HEAD's commit and whether tracked files other than params.yaml and dvc.lock differ from it.
+
+    params.yaml and dvc.lock change with every `-S` and every run, and the run records both
+    itself, so they do not make the code "dirty"; any other tracked file does.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!params.yaml", ":!dvc.lock"],
             cwd=root,
             capture_output=True,
             text=True,
@@ -109,13 +114,18 @@ def push(root: Path) -> int:
             raise EdgecompressError(f"dvc push to remote '{remote}' failed: {str(error).splitlines()[0]}") from None
 
 
-def restore_outputs(root: Path, lock: dict[str, Any], into: Path) -> list[str]:
-    """Materialise the outs a dvc.lock recorded into `into`/<path>, from the DVC cache or remote.
+def lock_outs(lock: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every out entry (path, md5, ...) a dvc.lock records, stage after stage."""
+    return [out for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []]
+
+
+def restore_outputs(root: Path, outs: list[dict[str, Any]], into: Path) -> list[str]:
+    """Materialise the given dvc.lock outs into `into`/<path>, from the DVC cache or remote.
 
     The project's work tree is not touched: a scratch DVC repository that shares the project's
     cache and remotes holds one .dvc file per out, and DVC's own checkout (then pull, for what the
     cache lacks) writes the files. Returns the restored paths; objects found in neither the cache
-    nor the remote are reported by name.
+    nor the remote are reported by name, and then nothing is written into `into`.
     """
     import shutil
     import tempfile
@@ -123,11 +133,13 @@ def restore_outputs(root: Path, lock: dict[str, Any], into: Path) -> list[str]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    outs = [out for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or []]
     if not outs:
         raise EdgecompressError("the run's dvc.lock records no outputs to restore")
-    if into.exists() and any(into.iterdir()):
-        raise EdgecompressError(f"{into}: not empty; choose a new folder with --into")
+    if into.exists() and not into.is_dir():
+        raise EdgecompressError(f"{into}: exists and is not a folder; choose a new folder")
+    taken = [out["path"] for out in outs if (into / out["path"]).exists()]
+    if taken:
+        raise EdgecompressError(f"{into}: already holds {', '.join(taken)}; choose a new folder")
     with _repo(root) as project:
         cache = project.cache.local_cache_dir  # the cache root (.dvc/cache), not its files/md5 part
         remotes = {name: dict(section) for name, section in project.config["remote"].items()}
@@ -162,10 +174,10 @@ def restore_outputs(root: Path, lock: dict[str, Any], into: Path) -> list[str]:
         if missing:
             where = f"the DVC cache or remote '{default}'" if default else "the DVC cache (no default remote)"
             raise EdgecompressError(f"not in {where}: {', '.join(missing)}")
-        for pointer in (scratch / "data").rglob("*.dvc"):
-            pointer.unlink()  # the scratch repo's bookkeeping, not part of the outputs
-        into.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(scratch / "data"), str(into / "data"))
+        for out in outs:
+            target = into / out["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(scratch / out["path"]), str(target))
         return [out["path"] for out in outs]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

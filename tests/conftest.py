@@ -26,6 +26,7 @@ TINY = [
     "prune.epochs=2",
     "prune.frequency=5",
     "data.calibration_size=50",
+    "data.min_images_per_class=2",  # the tests' own folders hold a handful of images per class
 ]
 
 # Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets,

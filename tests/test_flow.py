@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,11 @@ def first(project: Layout) -> RunReport:
 
 
 MODEL = "edgecompress-digits"
+EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+
+
+def first_experiment(report: RunReport) -> str:
+    return str(mlflow.MlflowClient(tracking_uri=report.tracking_uri).get_run(report.run_id).info.experiment_id)
 
 
 def versions(report: RunReport) -> list[str]:
@@ -115,13 +122,23 @@ def test_passing_run_registers_a_tagged_candidate(project: Layout, first: RunRep
     assert gate["verdict"] == "passed" and {c["name"] for c in gate["checks"]} >= {"accuracy", "accuracy_drop"}
 
 
-def test_second_run_skips_everything(project: Layout, first: RunReport) -> None:
+def test_second_run_does_nothing_and_says_which_run_stands(project: Layout, first: RunReport) -> None:
+    before = len(mlflow.MlflowClient(tracking_uri=first.tracking_uri).search_runs([first_experiment(first)]))
     second = compress(project=str(project.root))
-    assert ran(second) == []
-    assert second.run_id != first.run_id
-    assert second.metrics["evaluate"] == first.metrics["evaluate"]
-    assert second.version == registry.Registered("1", new=False)  # the same model, not registered again
+    assert second.skipped and ran(second) == []
+    assert second.run_id == first.run_id  # the run that still stands; no new MLflow run
+    assert second.version == registry.Registered("1", new=False)
+    assert len(mlflow.MlflowClient(tracking_uri=first.tracking_uri).search_runs([first_experiment(first)])) == before
     assert dvc_status(project) == {}
+
+
+def test_a_changed_gate_threshold_gates_again_without_retraining(project: Layout, first: RunReport) -> None:
+    write_overrides(project.params_file, ["gate.min_accuracy=0.6"])  # no stage reads it: only the gate
+    report = compress(project=str(project.root))
+    assert not report.skipped and ran(report) == []
+    assert report.run_id != first.run_id
+    assert report.version == registry.Registered("1", new=False)  # the same model, not registered again
+    assert report.metrics["evaluate"] == first.metrics["evaluate"]
 
 
 def test_changed_sparsity_reruns_prune_and_after_only(project: Layout, first: RunReport) -> None:
@@ -138,6 +155,18 @@ def test_dvc_repro_runs_the_same_stages_without_prefect(project: Layout, first: 
     assert "Running stage 'evaluate'" in output
     assert "Running stage 'train'" not in output
     assert dvc_status(project) == {}
+
+
+def test_reproduce_rebuilds_the_champion_byte_for_byte(project: Layout, first: RunReport) -> None:
+    registry.promote(first.tracking_uri, MODEL, "1")
+    result = subprocess.run(
+        [EDGECOMPRESS, "reproduce", "champion"], cwd=project.root, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    md5 = registry.client(first.tracking_uri).get_model_version(MODEL, "1").tags["model.md5"]
+    assert f"identical: data/tflite/model_int8.tflite md5 {md5} is version 1's" in result.stdout
+    assert "Running stage 'train'" in result.stdout and "Running stage 'prepare'" not in result.stdout
+    assert dvc_status(project) == {}  # the project itself is untouched
 
 
 def test_unreachable_threshold_registers_nothing(project: Layout, first: RunReport) -> None:

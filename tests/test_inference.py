@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from tasks import data
-from tasks.data import Split
 from tasks.errors import StageError
 from tasks.inference import EDGETPU_CUSTOM_OP, EDGETPU_LIBRARY, TFLiteModel, custom_ops, is_edgetpu_model
 from tasks.layout import Layout
@@ -34,10 +34,18 @@ def quantized(trained: tuple[Layout, Params]) -> tuple[Layout, Params]:
     return layout, params
 
 
+@dataclass(frozen=True)
+class Split:
+    """The test split as arrays (it is small): pixel values and labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
 @pytest.fixture(scope="module")
 def test_split(quantized: tuple[Layout, Params]) -> Split:
     layout, params = quantized
-    return data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
+    return Split(*data.load_test(layout, params.data).arrays())
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import ParamsError
-from tasks.params import load_params, parse_override, write_overrides
+from tasks.params import check_cron, check_overrides, load_params, parse_override, write_overrides
 from tests.conftest import REPO, repo_params
 
 
@@ -89,3 +89,43 @@ def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
     path.write_text("data: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(path)
+
+
+def test_override_changes_only_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    path.chmod(0o640)
+    before = path.read_text().splitlines()
+    write_overrides(path, ["prune.final_sparsity=0.5"])
+    after = path.read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    assert len(changed) == 1 and "final_sparsity: 0.5" in changed[0][1]
+    assert "compiler: null" in path.read_text()  # nulls stay `null`, not an empty value
+    assert 'cron: "0 3 * * *"' in path.read_text()  # quotes stay
+    assert path.stat().st_mode & 0o777 == 0o640  # the file's mode is kept
+
+
+def test_an_error_in_the_file_names_the_file_not_an_override(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text().replace("epochs: 30", "epochs: -1", 1))
+    with pytest.raises(ParamsError, match=r"^params\.yaml: train\.epochs"):
+        check_overrides(path, [])
+    with pytest.raises(ParamsError, match=r"^params\.yaml: train\.epochs"):
+        check_overrides(path, ["prune.final_sparsity=0.5"])
+    good = tmp_path / "good.yaml"
+    good.write_text((REPO / "params.yaml").read_text())
+    with pytest.raises(ParamsError, match=r"^-S: prune\.final_sparsity"):
+        check_overrides(good, ["prune.final_sparsity=2"])
+
+
+@pytest.mark.parametrize("cron", ["a b c d e", "61 * * * *", "0 3 * *", "0 3 * * * *", "R * * * *", "0 25 * * *"])
+def test_a_cron_prefect_cannot_schedule_is_refused(cron: str) -> None:
+    with pytest.raises(ParamsError, match=r"retrain\.cron: .* is not a 5-field cron expression"):
+        repo_params([f"retrain.cron={cron}"])
+    with pytest.raises(ParamsError, match=r"^--cron: "):
+        check_cron(cron)
+
+
+def test_valid_crons_pass() -> None:
+    for cron in ("0 3 * * *", "*/30 * * * *", "0 3 * * 1-5", "15 2 1 * *"):
+        assert check_cron(cron) == cron

@@ -49,8 +49,8 @@ def test_disabled_pruning_passes_the_model_through(trained: tuple[Layout, Params
     layout, _ = trained
     params = repo_params(["prune.enabled=false"])
     model = load_model(layout.float_model)
-    split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
-    out, result = prune_model(model, split, params.prune, params.train.batch_size, params.train.seed)
+    fit, _ = data.load_fit_validation(layout, params.data)
+    out, result = prune_model(model, fit, params.prune, params.train.batch_size, params.train.seed)
     assert out is model
     assert not result.enabled and result.pruned_weights == ()
     assert result.sparsity < 0.05
@@ -59,9 +59,9 @@ def test_disabled_pruning_passes_the_model_through(trained: tuple[Layout, Params
 def test_no_layer_large_enough_is_a_clear_error(trained: tuple[Layout, Params]) -> None:
     layout, _ = trained
     params = repo_params(["prune.min_layer_weights=100000000"])
-    split = data.load_split(layout.raw, "train", params.data.channels, params.data.image_size)
+    fit, _ = data.load_fit_validation(layout, params.data)
     with pytest.raises(StageError, match=r"prune\.min_layer_weights"):
-        prune_model(load_model(layout.float_model), split, params.prune, params.train.batch_size, 0)
+        prune_model(load_model(layout.float_model), fit, params.prune, params.train.batch_size, 0)
 
 
 @pytest.mark.parametrize(

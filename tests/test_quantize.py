@@ -49,9 +49,9 @@ def test_int8_is_under_a_third_of_float(quantized: tuple[Layout, Params]) -> Non
 
 def test_int8_agrees_with_keras(quantized: tuple[Layout, Params]) -> None:
     layout, params = quantized
-    test = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
-    keras_top = np.argmax(load_model(layout.pruned_model).predict(test.x, verbose=0), axis=-1)
-    int8_top = np.argmax(TFLiteModel(layout.int8_tflite).predict(test.x), axis=-1)
+    test_x, _ = data.load_test(layout, params.data).arrays()
+    keras_top = np.argmax(load_model(layout.pruned_model).predict(test_x, verbose=0), axis=-1)
+    int8_top = np.argmax(TFLiteModel(layout.int8_tflite).predict(test_x), axis=-1)
     assert np.mean(keras_top == int8_top) >= 0.97
 
 
@@ -98,7 +98,7 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
     pruned = json.loads(layout.prune_report.read_text())["pruned_weights"]
     # A calibration set of one black image gives PTQ useless activation ranges: it must fail the
     # tolerance, while QAT learns its ranges in training and does not depend on it.
-    black = np.zeros_like(calibration[:1])
+    black = np.zeros((1, *calibration.shape), np.float32)
     outcome = quantize_model(
         load_model(layout.float_model),
         load_model(layout.pruned_model),

@@ -61,7 +61,8 @@ def test_no_change_is_skipped_and_registers_nothing(project: Layout) -> None:
     result = edgecompress("retrain", cwd=project.root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped: no change" in result.stdout
-    assert "Completed('skipped: no change')" in result.stdout + result.stderr
+    # No Prefect server is configured: the skip is decided before one would be started.
+    assert "not recorded in Prefect" in result.stdout
     assert versions(project) == ["1"]
 
 

@@ -12,6 +12,7 @@ from tasks.train import build_model, keras, load_model
 # Layers with an Edge TPU int8 kernel (or that fold into one at conversion).
 EDGETPU_FRIENDLY = {
     "InputLayer",
+    "Rescaling",
     "Conv2D",
     "SeparableConv2D",
     "DepthwiseConv2D",
@@ -39,8 +40,8 @@ def test_build_is_seeded(params: Params) -> None:
 def test_trained_model_beats_chance_by_far(trained: tuple[Layout, Params]) -> None:
     layout, params = trained
     model = load_model(layout.float_model)
-    test = data.load_split(layout.raw, "test", params.data.channels, params.data.image_size)
-    accuracy = float(np.mean(np.argmax(model.predict(test.x, verbose=0), axis=-1) == test.y))
+    test_x, test_y = data.load_test(layout, params.data).arrays()
+    accuracy = float(np.mean(np.argmax(model.predict(test_x, verbose=0), axis=-1) == test_y))
     assert accuracy > 0.8  # chance is 0.1
     assert isinstance(model, keras().Model)
     assert model.optimizer is None  # saved without optimizer state

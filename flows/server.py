@@ -1,0 +1,141 @@
+"""The Prefect API a command talks to: PREFECT_API_URL when set, else a server this process starts and owns.
+
+Prefect's own embedded server is a child process that outlives a killed parent (an orphan of about
+200 MB). The server started here is the same program (Prefect's API app under uvicorn, no UI, no
+background services), but it dies with the process that started it, however that process ends
+(Linux's parent-death signal). `serve` starts `prefect server start` instead, for its scheduler and
+UI, the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
+from pathlib import Path
+
+from tasks.errors import EdgecompressError
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def configured_api() -> str | None:
+    """PREFECT_API_URL from the environment, a .env or the active Prefect profile (imports Prefect)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+class OwnedServer:
+    """A local Prefect server owned by this process.
+
+    `scheduler=False` is what Prefect's embedded server is (the API only, no UI, no background
+    services), for a single run; `scheduler=True` is `prefect server start` with its UI and
+    services, which `serve` needs for schedules.
+    """
+
+    def __init__(self, scheduler: bool = False) -> None:
+        self.port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.ui_url = f"http://127.0.0.1:{self.port}" if scheduler else None
+        bin_dir = Path(sys.executable).parent
+        if scheduler:
+            command = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+            # The UI calls the API at PREFECT_UI_API_URL, else at port 4200 whatever port serves it.
+            env = {**os.environ, "PREFECT_UI_API_URL": self.api_url}
+        else:
+            spec = find_spec("prefect")
+            assert spec is not None and spec.submodule_search_locations
+            package_parent = str(Path(next(iter(spec.submodule_search_locations))).parent)
+            command = [
+                sys.executable,
+                *("-m", "uvicorn", "--app-dir", package_parent, "--factory"),
+                "prefect.server.api.server:create_app",
+                *("--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"),
+            ]
+            # What Prefect's own embedded server sets: no UI, no background services.
+            env = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+        self._process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    def wait_ready(self, timeout: float) -> str:
+        """Block until the API answers; its URL. EdgecompressError if it exits or does not answer in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2):
+                    return self.api_url
+            except OSError:
+                if self._process.poll() is not None:
+                    raise EdgecompressError(
+                        f"the local Prefect server exited at start-up (code {self._process.returncode}); "
+                        "run `prefect server start` to see why, or set PREFECT_API_URL"
+                    ) from None
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EdgecompressError(
+                        f"the local Prefect server did not answer within {timeout:g} s; raise "
+                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or set PREFECT_API_URL"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+def startup_timeout() -> float:
+    return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
+
+
+@contextmanager
+def prefect_api(scheduler: bool = False) -> Iterator[str]:
+    """The API URL to use for the block: the configured one, else a server started here and stopped after."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = configured_api()
+    if configured:
+        yield configured
+        return
+    server = OwnedServer(scheduler)
+    try:
+        url = server.wait_ready(startup_timeout())
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        server.stop()
