@@ -20,6 +20,11 @@ from tasks.edgetpu import (
     DEFAULT_RUNTIME,
     MAPPED,
     ONE_SUBGRAPH,
+    REASON_DEPENDS,
+    REASON_DEPENDS_UNDOCUMENTED,
+    REASON_MAPPED,
+    REASON_OWN,
+    REASON_UNDOCUMENTED,
     UNSPECIFIED,
     UNSUPPORTED_OP,
     UNSUPPORTED_TYPE,
@@ -46,12 +51,13 @@ CASE_NAMES = sorted(p.parent.name for p in CASES.glob("*/model.tflite")) if CASE
 MULTIPLE_SUBGRAPHS = {"retinanet_padded_multisubgraph"}
 MIN_RUNTIME = {"retinanet_padded_multisubgraph": 13}
 # Per-case floors below 1.0 where the compiler did what no documented rule foresees:
-# - retinanet (-a -d): the delegate search could not compile the whole graph and left two output
-#   CONCATENATIONs and one FPN ADD on the CPU, though every documented rule holds for them (3 of 135).
-# - yolov8n: the compiler leaves the detection head's large TRANSPOSE/RESHAPE/CONCATENATION/
-#   STRIDED_SLICE tensors on the CPU with "unspecified limitation"; Coral's table gives no size
-#   limit for them, so the preflight maps 8 of those 254 operators that the compiler did not.
-CASE_FLOOR = {"retinanet_padded_multisubgraph": 0.97, "yolov8n_full_int_quant": 0.95}
+# - retinanet (-a -d): the delegate search could not compile the whole graph and left one FPN ADD
+#   (fed by a PAD) on the CPU, though every documented rule holds for it; the two CONCATENATIONs
+#   joining both sides of it then ran on the CPU too, as the partitioner predicts once an operator
+#   there falls back (3 of 135).
+CASE_FLOOR = {"retinanet_padded_multisubgraph": 0.97}
+# Held-out cases are scored the same way: at least this much of all operators, pooled.
+POOLED_FLOOR = 0.99
 KNOWN_STATUSES = {
     MAPPED,
     ONE_SUBGRAPH,
@@ -102,7 +108,7 @@ def test_parser_reads_console_figures() -> None:
     assert report.error is None, "the search's intermediate 'Compilation failed!' lines are not the outcome"
 
 
-def test_preflight_agrees_with_the_real_compiler() -> None:
+def test_preflight_agrees_with_the_real_compiler(capsys: pytest.CaptureFixture[str]) -> None:
     need_cases()
     mismatched = total = 0
     lines = []
@@ -116,17 +122,21 @@ def test_preflight_agrees_with_the_real_compiler() -> None:
         report = parse_compiler_log((folder / "compiler.log").read_text())
         result = agreement(prediction, report)
         mismatched, total = mismatched + result.mismatched, total + result.total
-        lines.append(f"{case:<34} {result.score:6.3f}  ({result.mismatched} of {result.total} operators differ)")
+        uncertain = f", {prediction.uncertain} not documented" if prediction.uncertain else ""
+        lines.append(
+            f"{case:<34} {result.score:6.3f}  ({result.mismatched} of {result.total} operators differ{uncertain})"
+        )
         assert result.score >= CASE_FLOOR.get(case, 1.0), f"{case}: {result.to_dict()}"
         if result.score == 1.0:
             # Where the counts agree, so does the wording, status by status.
-            predicted = Counter((op.name, op.reason) for op in prediction.operators)
+            predicted = Counter((op.name, op.status) for op in prediction.operators)
             logged = Counter({(row.name, row.status): row.count for row in report.rows})
             assert predicted == logged, case
     overall = 1 - mismatched / total
-    print("\nEdge TPU preflight vs edgetpu_compiler, by operator:\n" + "\n".join(lines))
-    print(f"{'overall':<34} {overall:6.3f}  ({mismatched} of {total} operators differ)")
-    assert overall >= 0.95
+    with capsys.disabled():  # the per-case figures are the point of this test: shown with or without -s
+        print("\nEdge TPU preflight vs edgetpu_compiler, by operator:\n" + "\n".join(lines))
+        print(f"{'pooled':<34} {overall:6.3f}  ({mismatched} of {total} operators differ)")
+    assert overall >= POOLED_FLOOR
 
 
 def test_real_float_model_gets_a_not_quantized_verdict() -> None:
@@ -135,7 +145,7 @@ def test_real_float_model_gets_a_not_quantized_verdict() -> None:
     prediction = preflight(CASES / "cifar10_float_unsupported_dtype" / "model.tflite")
     assert prediction.error is not None and "not quantized" in prediction.error.lower()
     assert prediction.mapped == 0 and prediction.subgraphs == 0 and prediction.mapped_fraction == 0.0
-    assert {op.reason for op in prediction.operators} == {UNSUPPORTED_TYPE}
+    assert {(op.status, op.reason) for op in prediction.operators} == {(UNSUPPORTED_TYPE, REASON_OWN)}
 
 
 def test_float_io_boundary_runs_on_cpu_without_splitting() -> None:
@@ -143,10 +153,26 @@ def test_float_io_boundary_runs_on_cpu_without_splitting() -> None:
     # kapibara_model: float input QUANTIZE and output DEQUANTIZE on the CPU, all between them mapped.
     prediction = preflight(CASES / "kapibara_model" / "model.tflite")
     first, last = prediction.operators[0], prediction.operators[-1]
-    assert (first.name, first.edgetpu, first.reason) == ("QUANTIZE", False, UNSPECIFIED)
-    assert (last.name, last.edgetpu, last.reason) == ("DEQUANTIZE", False, UNSUPPORTED_TYPE)
+    assert (first.name, first.edgetpu, first.status, first.reason) == ("QUANTIZE", False, UNSPECIFIED, REASON_OWN)
+    assert (last.name, last.edgetpu, last.status, last.reason) == ("DEQUANTIZE", False, UNSUPPORTED_TYPE, REASON_OWN)
     assert all(op.edgetpu for op in prediction.operators[1:-1])
     assert prediction.subgraphs == 1 and prediction.first_fallback == first
+
+
+def test_undocumented_limits_are_counted_apart() -> None:
+    need_cases()
+    # yolov8n's detection head: the compiler refused its large tensors with "unspecified limitation",
+    # a limit Coral does not document; the preflight says "may fall back" and counts them apart.
+    prediction = preflight(CASES / "yolov8n_full_int_quant" / "model.tflite")
+    report = parse_compiler_log((CASES / "yolov8n_full_int_quant" / "compiler.log").read_text())
+    uncertain = [op for op in prediction.operators if op.uncertain]
+    assert prediction.uncertain == len(uncertain) == report.total - (report.mapped or 0)
+    assert all(not op.edgetpu for op in uncertain)
+    assert {op.reason for op in uncertain} == {REASON_UNDOCUMENTED, REASON_DEPENDS_UNDOCUMENTED}
+    assert prediction.mapped_fraction == pytest.approx(prediction.mapped / prediction.total)
+    assert prediction.mapped_fraction_max == 1.0
+    assert prediction.explanation is not None and prediction.explanation.uncertain
+    assert "not documented: may fall back" in "\n".join(prediction.explanation.lines())
 
 
 def test_dynamic_batch_is_flagged_but_compiled_like_the_real_compiler_did() -> None:
@@ -243,7 +269,7 @@ def test_pipeline_int8_model_maps_entirely(pipeline_int8: Path) -> None:
     report = json.loads(json.dumps(prediction.to_dict()))
     assert {"mapped_fraction", "operators", "error", "first_fallback", "subgraphs", "source"} <= set(report)
     assert [op["index"] for op in report["operators"]] == list(range(prediction.total))
-    assert all(set(op) >= {"index", "name", "edgetpu", "reason"} for op in report["operators"])
+    assert all(set(op) >= {"index", "name", "edgetpu", "status", "reason", "because_of"} for op in report["operators"])
 
 
 def test_preflight_table_reads_back_as_a_compiler_table(pipeline_int8: Path) -> None:
@@ -256,10 +282,12 @@ def test_preflight_table_reads_back_as_a_compiler_table(pipeline_int8: Path) -> 
 def test_unsupported_operator_sends_the_rest_to_the_cpu(converted: dict[str, Path]) -> None:
     prediction = preflight(converted["leaky_int8"])
     fallback = prediction.first_fallback
-    assert fallback is not None and (fallback.name, fallback.reason) == ("LEAKY_RELU", UNSUPPORTED_OP)
+    assert fallback is not None and (fallback.name, fallback.status) == ("LEAKY_RELU", UNSUPPORTED_OP)
     before, after = prediction.operators[: fallback.index], prediction.operators[fallback.index + 1 :]
     assert before and all(op.edgetpu for op in before)
-    assert after and all(not op.edgetpu and op.reason == ONE_SUBGRAPH for op in after)
+    # A chain: everything after it reads its output, directly or not.
+    assert after and all(not op.edgetpu and op.status == ONE_SUBGRAPH for op in after)
+    assert all(op.reason == REASON_DEPENDS and op.because_of == fallback.index for op in after)
     assert prediction.mapped_fraction == pytest.approx(len(before) / prediction.total)
     assert prediction.subgraphs == 1 and prediction.error is None
     # With -a the supported operators after it form a second Edge TPU subgraph.
@@ -277,7 +305,7 @@ def test_float_operators_are_not_quantized(converted: dict[str, Path], form: str
     # Each float operator says so, in the status itself or (when a model-wide problem such as an
     # operator version the compiler cannot read stops it first) in the detail.
     for op in prediction.operators:
-        assert UNSUPPORTED_TYPE in (op.reason, op.detail.partition(":")[0]), op
+        assert UNSUPPORTED_TYPE in (op.status, op.detail.partition(":")[0]), op
 
 
 def test_dynamic_batch_dimension_is_flagged(converted: dict[str, Path]) -> None:
@@ -541,7 +569,8 @@ def test_cli_json_lists_operators_in_model_order(pipeline_int8: Path) -> None:
     assert report["mapped_fraction"] == 1.0
     assert [op["index"] for op in report["operators"]] == list(range(len(report["operators"])))
     assert {op["name"] for op in report["operators"]} <= PIPELINE_OPERATORS
-    assert all(op["edgetpu"] is True and op["reason"] == MAPPED for op in report["operators"])
+    assert all(op["edgetpu"] is True and op["status"] == MAPPED for op in report["operators"])
+    assert all(op["reason"] == REASON_MAPPED and op["because_of"] is None for op in report["operators"])
 
 
 def test_cli_float_model_is_a_verdict_not_a_failure(converted: dict[str, Path]) -> None:

@@ -1,6 +1,9 @@
 """Edge TPU compatibility: an offline preflight, and the edgetpu_compiler runner and log parser.
 
-- preflight.py  the prediction per operator, and its agreement with a real compiler log
+- rules.py      the knowledge, as data: why an operator does not map, with the evidence for each rule
+- graph.py      a .tflite as an operator graph (TFLite's own schema bindings)
+- partition.py  what a fallback takes with it, following the data flow (one subgraph, or several with -a)
+- preflight.py  the prediction per operator, the first fallback explained, agreement with a real log
 - compiler.py   finding and running edgetpu_compiler, and parsing its console output and .log
 - stage.py      the pipeline's edgetpu stage
 
@@ -8,7 +11,6 @@ tests/test_edgetpu.py measures the preflight against real compiler logs in ../sh
 """
 
 from tasks.edgetpu.compiler import (
-    MAPPED,
     CompilerReport,
     OperatorRow,
     compile_model,
@@ -19,23 +21,37 @@ from tasks.edgetpu.compiler import (
     parse_size,
 )
 from tasks.edgetpu.errors import EdgeTPUError
+from tasks.edgetpu.graph import Graph, read_tflite
+from tasks.edgetpu.partition import (
+    REASON_DEPENDS,
+    REASON_DEPENDS_UNDOCUMENTED,
+    REASON_MAPPED,
+    REASON_OWN,
+    REASON_UNDOCUMENTED,
+)
 from tasks.edgetpu.preflight import (
-    COMPILATION_FAILED,
-    DEFAULT_RUNTIME,
-    NOT_CONSTANT,
-    NOT_PARSED,
-    ONE_SUBGRAPH,
-    UNSPECIFIED,
-    UNSUPPORTED_OP,
-    UNSUPPORTED_RANK,
-    UNSUPPORTED_TYPE,
     Agreement,
+    Explanation,
     OperatorVerdict,
     Preflight,
     agreement,
     preflight,
     preflight_model,
-    read_tflite,
+)
+from tasks.edgetpu.rules import (
+    COMPILATION_FAILED,
+    DEFAULT_RUNTIME,
+    MAPPED,
+    NOT_CONSTANT,
+    NOT_PARSED,
+    ONE_SUBGRAPH,
+    RULES,
+    UNSPECIFIED,
+    UNSUPPORTED_OP,
+    UNSUPPORTED_RANK,
+    UNSUPPORTED_TYPE,
+    Evidence,
+    Rule,
 )
 from tasks.edgetpu.stage import INSTALL_HINT, check_and_compile
 
@@ -47,6 +63,12 @@ __all__ = [
     "NOT_CONSTANT",
     "NOT_PARSED",
     "ONE_SUBGRAPH",
+    "REASON_DEPENDS",
+    "REASON_DEPENDS_UNDOCUMENTED",
+    "REASON_MAPPED",
+    "REASON_OWN",
+    "REASON_UNDOCUMENTED",
+    "RULES",
     "UNSPECIFIED",
     "UNSUPPORTED_OP",
     "UNSUPPORTED_RANK",
@@ -54,9 +76,13 @@ __all__ = [
     "Agreement",
     "CompilerReport",
     "EdgeTPUError",
+    "Evidence",
+    "Explanation",
+    "Graph",
     "OperatorRow",
     "OperatorVerdict",
     "Preflight",
+    "Rule",
     "agreement",
     "check_and_compile",
     "compile_model",

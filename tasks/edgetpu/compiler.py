@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.edgetpu.errors import EdgeTPUError
-
-MAPPED = "Mapped to Edge TPU"  # the compiler's status for an operator on the Edge TPU
+from tasks.edgetpu.rules import MAPPED
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,10 @@ def check_and_compile(model: Path, out_dir: Path, params: EdgeTPUParams) -> dict
         if params.require_compiler:
             raise EdgeTPUError(f"edgetpu_compiler not found (edgetpu.compiler: {params.compiler}); {INSTALL_HINT}")
         note = "not compiled: edgetpu_compiler not found"
-        log.info("%s; preflight predicts %d/%d operators on the Edge TPU", note, predicted.mapped, predicted.total)
+        log.info(
+            "%s; preflight predicts %d/%d operators on the Edge TPU (%d more not documented)",
+            note, predicted.mapped, predicted.total, predicted.uncertain,
+        )  # fmt: skip
         (out_dir / "NOT_COMPILED.txt").write_text(note + "\n")
         return {**report, **_gate_view(predicted.to_dict()), "compiled": False, "note": note}
     compiled = compile_model(
