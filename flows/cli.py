@@ -435,9 +435,13 @@ def check_edgetpu(
     typer.echo(predicted.table())
     mapped = f"{predicted.mapped}/{predicted.total} operators on the Edge TPU ({predicted.mapped_fraction:.0%})"
     typer.echo(f"\n{mapped}, {predicted.subgraphs} Edge TPU subgraph(s)")
-    if predicted.first_fallback is not None:
-        first = predicted.first_fallback
-        typer.echo(f"first on the CPU: #{first.index} {first.name}: {first.reason} {first.detail}".rstrip())
+    if predicted.uncertain:
+        typer.echo(
+            f"{predicted.uncertain} more not documented: may fall back (counted off the Edge TPU; "
+            f"at most {predicted.mapped_fraction_max:.0%} if they map)"
+        )
+    if predicted.explanation is not None:
+        typer.echo("\n" + "\n".join(predicted.explanation.lines()))
     if predicted.error:
         typer.echo(f"verdict: {predicted.error}")
     for warning in predicted.warnings:

@@ -581,6 +581,16 @@ def test_cli_float_model_is_a_verdict_not_a_failure(converted: dict[str, Path]) 
     assert report["mapped_fraction"] == 0.0
 
 
+def test_cli_explains_the_first_fallback(converted: dict[str, Path]) -> None:
+    result = cli(str(converted["leaky_int8"]))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "LEAKY_RELU falls back: LEAKY_RELU is not in Coral's supported-operations table" in text
+    assert "requirement: only the operators in Coral's supported-operations table map" in text
+    assert "fix: replace LEAKY_RELU" in text and "evidence: " in text
+    assert "in  '" in text and "int8 [1, 8, 8, 4]" in text
+
+
 def test_cli_table_and_bad_file(pipeline_int8: Path, tmp_path: Path) -> None:
     table = cli(str(pipeline_int8))
     assert table.returncode == 0
