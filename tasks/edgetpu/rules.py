@@ -62,13 +62,14 @@ class Evidence:
 
     source: str  # a URL, or "compiler log: <case>" for a case in ../shared/edgetpu-cases
     quote: str  # as found (a log's column padding collapsed to single spaces)
+    note: str = ""  # what the quote shows here, when the line alone does not say
 
     def __str__(self) -> str:
-        return f'{self.source}: "{self.quote}"'
+        return f'{self.source}: "{self.quote}"' + (f" ({self.note})" if self.note else "")
 
 
-def _log(case: str, line: str) -> Evidence:
-    return Evidence(f"compiler log: {case}", line)
+def _log(case: str, line: str, note: str = "") -> Evidence:
+    return Evidence(f"compiler log: {case}", line, note)
 
 
 class Hit(NamedTuple):
@@ -514,7 +515,13 @@ RULES: tuple[Rule, ...] = (
         status=UNSPECIFIED,
         requirement="only the operators in Coral's supported-operations table map to the Edge TPU",
         fix="check {op} against Coral's current table, or replace it with listed operators",
-        evidence=(Evidence(CORAL_TABLE, "(no row for it in the copies of the table found)"),),
+        evidence=(
+            Evidence(
+                CORAL_MODELS,
+                "the Edge TPU supports a specific set of neural network operations and architectures",
+                "no row for these operators was in the copies of the table found",
+            ),
+        ),
         check=_unlisted,
         documented=False,
     ),
@@ -628,7 +635,7 @@ RULES: tuple[Rule, ...] = (
         evidence=(
             Evidence(EARLIER_TABLE, "Softmax | Supports only 1D input tensor with a max of 16,000 elements."),
             # Softmax over several rows maps: the limit is per row, not the whole tensor.
-            _log("kapibara_slim", f"SOFTMAX 1 {MAPPED} (input [1, 4420, 2])"),
+            _log("kapibara_slim", f"SOFTMAX 1 {MAPPED}", "its input is [1, 4420, 2]"),
         ),
         check=_softmax,
     ),
@@ -709,9 +716,12 @@ RULES: tuple[Rule, ...] = (
         operators=("SPLIT",),
         condition="splitting along the batch dimension",
         status=UNSPECIFIED,
-        requirement="batch-dimension limits apply to PAD, MEAN, PACK and REDUCE_*; SPLIT's row was not found",
+        requirement="no splitting in the batch dimension, if SPLIT is limited like PAD, MEAN and PACK "
+        "(its row in the current table was not found)",
         fix="split along an inner axis",
-        evidence=(Evidence(EARLIER_TABLE, "Split | (no limitation listed)"),),
+        evidence=(
+            Evidence(AXIS_TABLE, "Pack | No packing in batch dimension.", "the neighbouring rows limit the batch"),
+        ),
         check=_split_batch,
         documented=False,
     ),
@@ -750,7 +760,7 @@ RULES: tuple[Rule, ...] = (
                 f"{CORAL_ISSUES}31",
                 "Compiler rejects mapping the ops to edgetpu if loss of precision is higher than threshold.",
             ),
-            _log(_YOLO, f"RESIZE_NEAREST_NEIGHBOR 2 {MAPPED} (up to [1, 80, 80, 128])"),
+            _log(_YOLO, f"RESIZE_NEAREST_NEIGHBOR 2 {MAPPED}", "outputs up to [1, 80, 80, 128]"),
         ),
         check=_resize_size,
         documented=False,
@@ -764,7 +774,7 @@ RULES: tuple[Rule, ...] = (
         fix="keep the channels-last layout so no TRANSPOSE is needed, or transpose smaller blocks",
         evidence=(
             _log(_YOLO, f"TRANSPOSE 3 {_UNSPECIFIED_LOG}"),
-            _log(_YOLO, f"TRANSPOSE 1 {MAPPED} ([1, 20, 20, 144])"),
+            _log(_YOLO, f"TRANSPOSE 1 {MAPPED}", "the one of [1, 20, 20, 144]; the others move 230,400 values or more"),
             Evidence(
                 f"{CORAL_ISSUES}433",
                 "Can't compile due to TRANSPOSE \"Operation is otherwise supported, but not mapped due to some "
@@ -788,9 +798,9 @@ RULES: tuple[Rule, ...] = (
                 "It fails to create a sub graph if any activation doesn't fit on the memory. In this case reshape "
                 "ops could be too large to fit on memory.",
             ),
-            _log(_YOLO, f"RESHAPE 3 {_UNSPECIFIED_LOG} (smallest: [1, 144, 1600])"),
+            _log(_YOLO, f"RESHAPE 3 {_UNSPECIFIED_LOG}", "the smallest writes [1, 144, 1600]"),
             _log(_YOLO, f"CONCATENATION 2 {_UNSPECIFIED_LOG}"),
-            _log(_YOLO, f"SOFTMAX 1 {ONE_SUBGRAPH} ([1, 4, 8400, 16]: no limit of its own)"),
+            _log(_YOLO, f"SOFTMAX 1 {ONE_SUBGRAPH}", "on [1, 4, 8400, 16]: cut off, but no limit of its own"),
         ),
         check=_large_row,
         documented=False,
