@@ -83,6 +83,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, (build, float_input) in MODELS.items():
         paths[name] = folder / f"{name}.tflite"
         paths[name].write_bytes(_convert(build(k), float_input))
+    _fallback_first(paths["branches"], "LEAKY_RELU")
     return paths
 
 
@@ -102,6 +103,41 @@ def _convert(model: Any, float_input: bool) -> bytes:
         # As in tasks.quantize: the representative dataset is what supplies the input statistics.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return bytes(converter.convert())
+
+
+def _fallback_first(path: Path, name: str) -> None:
+    """Rewrite the model with `name` as early in the operator list as the data flow allows.
+
+    The converter's operator order varies between runs; any topological order is a valid TFLite
+    file, and this one puts the independent branch after the fallback, where an order-based cut
+    would wrongly take it off the chip.
+    """
+    import heapq
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(path.read_bytes()), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = model.subgraphs[0].operators
+    producer = {int(t): i for i, op in enumerate(ops) for t in op.outputs}
+    needs = [{producer[int(t)] for t in op.inputs if int(t) in producer} for op in ops]
+    code = [names[max(model.operatorCodes[op.opcodeIndex].builtinCode, 0)] for op in ops]
+    ready = [(code[i] != name, i) for i in range(len(ops)) if not needs[i]]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for j in range(len(ops)):
+            if i in needs[j]:
+                needs[j].discard(i)
+                if not needs[j]:
+                    heapq.heappush(ready, (code[j] != name, j))
+    model.subgraphs[0].operators = [ops[i] for i in order]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
 
 
 def _only(prediction: Preflight, name: str) -> int:
