@@ -139,6 +139,30 @@ def test_preflight_agrees_with_the_real_compiler(capsys: pytest.CaptureFixture[s
     assert overall >= POOLED_FLOOR
 
 
+def test_several_subgraphs_reproduce_the_retinanet_log() -> None:
+    need_cases()
+    # retinanet was compiled with -a; its delegate search dropped the FPN ADD fed by a PAD (no
+    # documented rule says why). Given that fallback, the partitioner must reproduce the rest of the log.
+    from tasks.edgetpu import Graph
+    from tasks.edgetpu.partition import partition
+    from tasks.edgetpu.rules import RULES_BY_ID, Finding
+
+    folder = CASES / "retinanet_padded_multisubgraph"
+    g = Graph(read_tflite(folder / "model.tflite"))
+    [add] = [
+        op.index for op in g.operators
+        if op.name == "ADD" and any(g.operators[p].name == "PAD" for p in g.producers_of(op))
+    ]  # fmt: skip
+    placed = partition(g, {add: Finding(RULES_BY_ID["large-tensor"], "as logged", "")}, multiple_subgraphs=True)
+    report = parse_compiler_log((folder / "compiler.log").read_text())
+    off = Counter(g.operators[i].name for i, p in enumerate(placed.placements) if not p.edgetpu)
+    logged_off = Counter({row.name: row.count for row in report.rows if not row.mapped})
+    assert off == logged_off and placed.subgraphs == report.subgraphs == 3
+    sizes = Counter(p.subgraph for p in placed.placements if p.edgetpu)
+    assert sizes[0] == 119  # "Try to compile segment with 119 ops" ... "Model compiled successfully"
+    assert all(p.because_of == add for p in placed.placements if not p.edgetpu and p.status == ONE_SUBGRAPH)
+
+
 def test_real_float_model_gets_a_not_quantized_verdict() -> None:
     need_cases()
     # The real compiler accepted this float model and mapped nothing, every operator "unsupported data type".
