@@ -29,6 +29,8 @@ from tasks.edgetpu import (
     preflight,
 )
 
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
+
 
 def _branches(k: Any) -> Any:
     """conv -> {LeakyReLU -> conv, conv -> max-pool (an output)} -> concat -> conv."""
@@ -226,3 +228,9 @@ def test_every_rule_names_its_evidence_and_fix() -> None:
         assert rule.requirement and rule.fix and rule.condition and rule.status, rule.id
         # A source is a public URL or a shared case's name, never a file on someone's machine.
         assert not any(e.source.startswith(("/", "~")) for e in rule.evidence), rule.id
+
+
+def test_the_architecture_page_lists_every_rule() -> None:
+    page = ARCHITECTURE.read_text()
+    missing = [rule.id for rule in RULES if f"`{rule.id}`" not in page]
+    assert not missing, f"docs/ARCHITECTURE.md does not list rules {missing}"
