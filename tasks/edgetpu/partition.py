@@ -33,7 +33,6 @@ REASON_OWN = "own limitation"
 REASON_UNDOCUMENTED = "not documented: may fall back"
 REASON_DEPENDS = "depends on a fallback"
 REASON_DEPENDS_UNDOCUMENTED = "depends on an operator that may fall back"
-OWN_REASONS = frozenset({REASON_OWN, REASON_UNDOCUMENTED})
 DEPENDENT_REASONS = frozenset({REASON_DEPENDS, REASON_DEPENDS_UNDOCUMENTED})
 
 

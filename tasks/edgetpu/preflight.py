@@ -241,7 +241,8 @@ def _verdict(op: Operator, place: Placement, finding: Finding | None) -> Operato
     if finding is not None and not place.edgetpu:
         detail = finding.detail
     elif place.because_of is not None:
-        detail = f"depends on #{place.because_of}, which runs on the CPU"
+        where = "may fall back" if place.uncertain else "runs on the CPU"
+        detail = f"depends on #{place.because_of}, which {where}"
     return OperatorVerdict(
         index=op.index,
         name=op.name,
