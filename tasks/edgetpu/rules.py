@@ -218,10 +218,11 @@ FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64"})
 LARGE_ROW = 8400 * 16  # 134,400 values
 # TRANSPOSE moves whole tensors: it mapped [1, 20, 20, 144] (57,600 elements) and refused 230,400 and more.
 LARGE_TRANSPOSE = 20 * 20 * 144
-# RESIZE_*: "Depending on input/output size, this operation may not be mapped"; the largest outputs
-# seen mapped: bilinear [1, 128, 128, 32] (issue 31, where 512x512 was refused), nearest-neighbor
-# [1, 80, 80, 128] (yolov8n_full_int_quant).
-RESIZE_SEEN_MAPPED = {"RESIZE_BILINEAR": 128 * 128 * 32, "RESIZE_NEAREST_NEIGHBOR": 80 * 80 * 128}
+# RESIZE_*: "Depending on input/output size, this operation may not be mapped ... to avoid loss in
+# precision". A nearest-neighbor upscale by whole factors loses none, and real logs map it
+# (retinanet, yolov8n); for bilinear the largest output seen mapped is [1, 128, 128, 32] (issue 31,
+# where the same layer at 512x512 was refused).
+BILINEAR_SEEN_MAPPED = 128 * 128 * 32
 SOFTMAX_MAX_ELEMENTS = 16000
 
 
@@ -421,10 +422,9 @@ def _resize_size(c: Context) -> Hit | None:
         before, after = c.g.shape(source), c.g.shape(out)
         if len(before) == len(after) == 4 and any(b and a % b for a, b in zip(after[1:3], before[1:3], strict=True)):
             return Hit(f"{c.g.describe(source)} -> {c.g.describe(out)} is not an integer upscale")
-    size = prod(c.g.shape(out)[-3:])
-    if size > RESIZE_SEEN_MAPPED[c.op.name]:
-        seen = RESIZE_SEEN_MAPPED[c.op.name]
-        return Hit(f"output {c.g.describe(out)} is larger than any seen mapped ({seen:,} values)")
+        return None
+    if prod(c.g.shape(out)[-3:]) > BILINEAR_SEEN_MAPPED:
+        return Hit(f"output {c.g.describe(out)} is larger than any seen mapped ({BILINEAR_SEEN_MAPPED:,} values)")
     return None
 
 
@@ -746,7 +746,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         id="resize-size",
         operators=("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"),
-        condition="an output larger than any seen mapped, or a nearest-neighbor resize by a non-integer factor",
+        condition="a bilinear output larger than any seen mapped, or a nearest-neighbor resize by a non-integer factor",
         status=UNSPECIFIED,
         requirement="depending on input/output size, a resize may stay on the CPU to avoid loss in precision",
         fix="upscale by an integer factor on a smaller tensor, or resize on the CPU after the model",
@@ -760,7 +760,12 @@ RULES: tuple[Rule, ...] = (
                 f"{CORAL_ISSUES}31",
                 "Compiler rejects mapping the ops to edgetpu if loss of precision is higher than threshold.",
             ),
-            _log(_YOLO, f"RESIZE_NEAREST_NEIGHBOR 2 {MAPPED}", "outputs up to [1, 80, 80, 128]"),
+            Evidence(
+                f"{CORAL_ISSUES}31",
+                "When i change the Input Shape to smaller size, for example 128x128x3, the ResizeBilinear Operator "
+                "mapps perfectly to edgetpu",
+            ),
+            _log(_YOLO, f"RESIZE_NEAREST_NEIGHBOR 2 {MAPPED}", "2x upscales up to [1, 80, 80, 128]"),
         ),
         check=_resize_size,
         documented=False,
