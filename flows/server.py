@@ -119,6 +119,19 @@ class OwnedServer:
                 self._process.wait()
 
 
+def check_reachable(api_url: str, timeout: float = 10.0) -> None:
+    """A configured Prefect API that answers its health check, or one line naming it."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return
+    except OSError as error:
+        reason = getattr(error, "reason", None) or error
+        raise EdgecompressError(
+            f"Prefect server {api_url} is unreachable ({reason}); start it, or unset PREFECT_API_URL "
+            "so that the command starts its own"
+        ) from None
+
+
 def startup_timeout() -> float:
     return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
 
@@ -130,6 +143,7 @@ def prefect_api(scheduler: bool = False) -> Iterator[str]:
 
     configured = configured_api()
     if configured:
+        check_reachable(configured)
         yield configured
         return
     server = OwnedServer(scheduler)

@@ -186,6 +186,18 @@ def export_digits(out: Path, params: DataParams) -> None:
             image.save(folder / f"{index:05d}.png")
 
 
+def check_source(params: DataParams) -> None:
+    """A quick look at a folder source before a run starts (the layout and the files, not the pixels)."""
+    if params.kind == "folder":
+        source = Path(params.location).expanduser()
+        if not source.is_dir():
+            raise DataError(
+                f"data.source: folder {source} does not exist "
+                "(expected <folder>/train/<class>/*.png and <folder>/test/<class>/*.png)"
+            )
+        check_image_tree(source, SPLITS, params.min_images_per_class, decode=False)
+
+
 def copy_folder(source: Path, out: Path, params: DataParams) -> None:
     """Copy a user's <split>/<class>/<image> tree after checking every image decodes."""
     if not source.is_dir():
@@ -256,13 +268,15 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def check_image_tree(root: Path, splits: tuple[str, ...], min_per_class: int = 1) -> dict[str, int]:
+def check_image_tree(
+    root: Path, splits: tuple[str, ...], min_per_class: int = 1, decode: bool = True
+) -> dict[str, int]:
     """Check root/<split>/<class>/ before anything trains on it; return the image count per split.
 
     Every image must be a regular file that decodes (a FIFO named *.png would block a reader for
     ever, a symlink loop never resolves), every class folder must hold images, the splits must
     have the same classes, at least two of them, and the first split at least `min_per_class`
-    images of each.
+    images of each. `decode=False` checks all but the decoding (a quick look before a run starts).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -286,7 +300,7 @@ def check_image_tree(root: Path, splits: tuple[str, ...], min_per_class: int = 1
                     f"{class_dir}: {len(images)} image(s), fewer than data.min_images_per_class={min_per_class}; "
                     "add images or lower it"
                 )
-            for image_path in images:
+            for image_path in images if decode else []:
                 try:
                     with Image.open(image_path) as image:
                         image.load()

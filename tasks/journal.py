@@ -139,15 +139,25 @@ def recover(root: Path) -> Recovered:
 
 
 def _mark_killed(uri: str, run_id: str) -> str | None:
-    """Close a dead run's MLflow run as KILLED (if it is still RUNNING); its id, or None."""
+    """Close a dead run's MLflow run as KILLED and void what it registered; its id, or None.
+
+    A version the dead run registered is deleted: it may lack its gate record (killed between the
+    registration and its tags), or have passed a gate loosened by the dead run's -S overrides,
+    which params.yaml no longer holds. The next run registers the model again if it passes.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        client = mlflow.MlflowClient(tracking_uri=uri)
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         if client.get_run(run_id).info.status != "RUNNING":
             return None
         client.set_terminated(run_id, status="KILLED")
+        for version in client.search_model_versions(f"run_id = '{run_id}'"):
+            client.delete_model_version(version.name, version.version)
+            log.warning(
+                "deleted %s version %s: the run that registered it did not finish", version.name, version.version
+            )
     except MlflowException as error:
         log.warning("could not mark the dead run's MLflow run %s KILLED: %s", run_id, str(error).splitlines()[0])
         return None

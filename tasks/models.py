@@ -139,6 +139,7 @@ def load_user_model(path: Path) -> tf_keras.Model:
         raise StageError(f"train.model: {path} does not exist (expected a .keras or .h5 file or a SavedModel folder)")
     if path.is_file() and path.suffix not in (".keras", ".h5", ".hdf5"):
         raise StageError(f"train.model: {path} is not a .keras or .h5 file or a SavedModel folder")
+    _check_format(path)
     try:
         # safe_mode refuses to deserialise Python lambdas; .h5 and SavedModel carry no code to run.
         model = k.models.load_model(str(path), compile=False, safe_mode=True)
@@ -147,6 +148,27 @@ def load_user_model(path: Path) -> tf_keras.Model:
     if not isinstance(model, k.Model):
         raise StageError(f"train.model: {path} holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def _check_format(path: Path) -> None:
+    """The file is what its name says, checked before Keras opens it.
+
+    Keras falls back to other readers on a file it cannot read, one of which (h5py's file-object
+    driver) leaves the process to crash at exit; a plain check first gives a plain answer.
+    """
+    import zipfile
+
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise StageError(f"train.model: {path} is a folder without saved_model.pb, not a SavedModel")
+    elif path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise StageError(f"train.model: {path} could not be loaded as a Keras model (not a .keras archive)")
+    else:
+        import h5py
+
+        if not h5py.is_hdf5(str(path)):
+            raise StageError(f"train.model: {path} could not be loaded as a Keras model (not an HDF5 file)")
 
 
 def _load_error(path: Path, error: Exception) -> str:

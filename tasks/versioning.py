@@ -36,7 +36,7 @@ def _repo(root: Path) -> Iterator[Any]:
     DVC resolves stage paths against the process's working directory, not the repo root, so a
     caller elsewhere (a test, a Prefect worker) would otherwise have its outs taken as external.
     """
-    from dvc.exceptions import NotDvcRepoError
+    from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
 
     # DVC announces every lock-file write at INFO; the flow reports what ran instead.
@@ -49,7 +49,12 @@ def _repo(root: Path) -> Iterator[Any]:
                 f"{root}: not a DVC repository; run from the project folder (or `git init && dvc init` a copy)"
             ) from None
         with repo:
-            yield repo
+            try:
+                yield repo
+            except DvcException as error:
+                # A broken dvc.yaml or dvc.lock, a missing dependency: DVC's own words, on one line.
+                reason = " ".join(str(error).split())[:240] or type(error).__name__
+                raise EdgecompressError(f"dvc: {reason}") from None
 
 
 def changed_stages(root: Path, names: list[str]) -> dict[str, list[Any]]:

@@ -1,0 +1,204 @@
+"""Bad input, as a user gives it on the command line: one line naming the problem, exit 1, nothing written.
+
+Each case runs the real `edgecompress` on a fresh copy of the project. Unless a case says otherwise,
+nothing may change: params.yaml byte for byte, no journal, no data/, no mlflow.db, no Traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY, make_project
+
+EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the user types, what is set up before, and what the one error line must say."""
+
+    args: tuple[str, ...]
+    says: str
+    setup: Callable[[Path], None] = lambda root: None
+    env: dict[str, str] = field(default_factory=dict)
+    writes_data: bool = False  # the failure comes from a stage: prepare may have run before it
+
+
+def images(root: Path, classes: dict[str, int], splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """A folder source with `classes` {name: count} in each split, 8x8 grayscale PNGs."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for name, count in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), mode="L").save(folder / f"{index}.png")
+    return root
+
+
+def folder(classes: dict[str, int], then: Callable[[Path], None] = lambda source: None) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        then(images(root.parent / "images", classes))
+
+    return setup
+
+
+def source(root: Path) -> str:
+    return f"data.source=folder:{root.parent / 'images'}"
+
+
+def edit_params(old: str, new: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / "params.yaml"
+        path.write_text(path.read_text().replace(old, new, 1))
+
+    return setup
+
+
+def write(name: str, content: bytes) -> Callable[[Path], None]:
+    return lambda root: (root / name).write_bytes(content)
+
+
+TWO = {"a": 3, "b": 3}
+BUILDER = b"def raises(shape, classes):\n    raise ValueError('nope')\n"
+
+CASES: dict[str, Case] = {
+    # --- params.yaml and -S -------------------------------------------------------------------
+    "sparsity out of range": Case(("run", "-S", "prune.final_sparsity=1.5"), "prune.final_sparsity"),
+    "negative epochs": Case(("run", "-S", "train.epochs=-1"), "train.epochs"),
+    "unknown key": Case(("run", "-S", "prune.unknown_knob=3"), "unknown key 'prune.unknown_knob'"),
+    "unknown section": Case(("run", "-S", "nonsense.key=1"), "nonsense"),
+    "override without a section": Case(("run", "-S", "final_sparsity=0.5"), "expected section.key=value"),
+    "unknown io dtype": Case(("run", "-S", "quantize.io_dtype=float32"), "quantize.io_dtype"),
+    "unknown data source": Case(("run", "-S", "data.source=s3://bucket"), "data.source"),
+    "unknown model source": Case(("run", "-S", "train.model=resnet50"), "train.model"),
+    "bad cron": Case(("run", "-S", "retrain.cron=a b c d e"), "not a 5-field cron expression"),
+    "weights for the cnn": Case(("run", "-S", "train.weights=w.h5"), "weights is for the mobilenet"),
+    "cnn with zero epochs": Case(("run", "-S", "train.epochs=0"), "must be trained"),
+    "qat with float16": Case(
+        ("run", "-S", "quantize.method=qat", "-S", "quantize.ptq_mode=float16"), "always makes an int8 model"
+    ),
+    "pruning ramp going down": Case(("run", "-S", "prune.initial_sparsity=0.9"), "must not exceed final_sparsity"),
+    "input scale for the cnn": Case(("run", "-S", "train.input_scale=unit"), "normalises its own input"),
+    "unknown key in the file": Case(
+        ("run",),
+        "params.yaml: unknown key 'prune.sparsity_goal'",
+        edit_params("prune:\n", "prune:\n  sparsity_goal: 1\n"),
+    ),
+    "file that is not YAML": Case(("run",), "is not valid YAML", write("params.yaml", b"data: [unclosed\n")),
+    "file that is a list": Case(("run",), "must be a mapping of sections", write("params.yaml", b"- a\n- b\n")),
+    "missing key in the file": Case(("run",), "missing key 'data.seed'", edit_params("  seed: 42\n", "")),
+    # --- data -----------------------------------------------------------------------------------
+    "missing folder": Case(("run", "-S", "data.source=folder:/nonexistent/images"), "does not exist"),
+    "one class": Case(("run", "-S", "{source}"), "a classifier needs at least 2", folder({"only": 3})),
+    "different classes": Case(
+        ("run", "-S", "{source}"),
+        "only in test: c",
+        folder(TWO, lambda s: images(s, {"c": 2}, ("test",))),
+    ),
+    "FIFO named like an image": Case(
+        ("run", "-S", "{source}"), "a FIFO, not an image file", folder(TWO, lambda s: os.mkfifo(s / "train/a/x.png"))
+    ),
+    "symlink loop": Case(
+        ("run", "-S", "{source}"),
+        "a symlink loop",
+        folder(TWO, lambda s: (s / "train/loop").symlink_to(s / "train/loop")),
+    ),
+    "too few images": Case(
+        ("run", "-S", "{source}", "-S", "data.min_images_per_class=5"),
+        "fewer than data.min_images_per_class=5",
+        folder(TWO),
+    ),
+    "empty class folder": Case(
+        ("run", "-S", "{source}"), "class folder has no images", folder(TWO, lambda s: (s / "train/empty").mkdir())
+    ),
+    "missing test split": Case(
+        ("run", "-S", "{source}"), "missing split folder", folder(TWO, lambda s: shutil.rmtree(s / "test"))
+    ),
+    "corrupt image": Case(
+        ("run", "-S", "{source}"),
+        "corrupt or unreadable image",
+        folder(TWO, lambda s: (s / "test/a/0.png").write_bytes(b"not a png")),
+        writes_data=True,
+    ),
+    # --- models ---------------------------------------------------------------------------------
+    "missing model file": Case(("run", "-S", "train.model=file:missing.keras"), "missing.keras does not exist"),
+    "missing weights file": Case(
+        ("run", "-S", "train.model=mobilenet_v2", "-S", "train.weights=none.h5"), "none.h5 does not exist"
+    ),
+    "file that is not a model": Case(
+        ("run", "-S", "train.model=file:fake.keras", "-S", "train.epochs=0"),
+        "could not be loaded as a Keras model",
+        write("fake.keras", b"not a zip"),
+        writes_data=True,
+    ),
+    "builder that raises": Case(
+        ("run", "-S", "train.model=python:builders:raises"),
+        "raised ValueError: nope",
+        write("builders.py", BUILDER),
+        writes_data=True,
+    ),
+    # --- the command line -----------------------------------------------------------------------
+    "unknown stage": Case(("stage", "distill"), "unknown stage 'distill'"),
+    "no project here": Case(("run", "--project", "/"), "params.yaml: not found"),
+    "no DVC repository": Case(("run",), "not a DVC repository", lambda root: shutil.rmtree(root / ".dvc")),
+    "checkout into a file": Case(("checkout", "1", "--into", "params.yaml"), "exists and is a file"),
+    "promote with no registry": Case(("promote",), "no tracking store yet"),
+    "lineage with no registry": Case(("lineage", "golden"), "no tracking store yet"),
+    "serve with a bad cron": Case(("serve", "--cron", "61 * * * *"), "--cron: '61 * * * *' is not a 5-field"),
+    "reproduce with no registry": Case(("reproduce", "3"), "no tracking store yet"),
+    "not a tflite": Case(("check-edgetpu", "params.yaml"), "not a TensorFlow Lite model"),
+    "sweep over training": Case(("sweep", "-S", "train.epochs=1,2"), "cannot vary"),
+    "sweep out of range": Case(("sweep", "-S", "prune.final_sparsity=0.5,2"), "in grid point"),
+    # --- the environment ------------------------------------------------------------------------
+    "unreachable tracking server": Case(
+        ("run",), "tracking server http://127.0.0.1:9 is unreachable", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    ),
+    "unreachable Prefect server": Case(
+        ("run",),
+        "Prefect server http://127.0.0.1:9/api is unreachable",
+        env={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+    ),
+    "unreachable tracking server on retrain": Case(
+        ("retrain",),
+        "tracking server http://127.0.0.1:9 is unreachable",
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    ),
+    "corrupt mlflow.db": Case(("history",), "not a usable MLflow store", write("mlflow.db", b"garbage" * 100)),
+    "corrupt dvc.yaml": Case(("run",), "dvc:", write("dvc.yaml", b"stages: [unclosed\n")),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_and_leaves_nothing(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    root = make_project(tmp_path / "project", overrides=TINY).root
+    case.setup(root)
+    before = (root / "params.yaml").read_bytes()
+    had_db = (root / "mlflow.db").exists()
+    args = [arg.replace("{source}", source(root)) for arg in case.args]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    result = subprocess.run(
+        [EDGECOMPRESS, *args], cwd=root, capture_output=True, text=True, env={**env, **case.env}, timeout=600
+    )
+    assert result.returncode == 1, result.stdout[-1000:] + result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert case.says in errors[0], errors[0]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (root / "params.yaml").read_bytes() == before  # a failed -S is never kept
+    assert not (root / "params.yaml.journal").exists()
+    if not case.writes_data:
+        assert not (root / "data" / "raw").exists()
+        assert (root / "mlflow.db").exists() == had_db
+    assert not (root / "data" / "models" / "float.keras").exists()
