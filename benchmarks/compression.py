@@ -47,7 +47,7 @@ DEFAULT_OUT = Path("data/reports/benchmark.json")
 
 RESOLVERS: tuple[OpResolver, ...] = ("xnnpack", "builtin")
 PTQ_MODES = ("dynamic_range", "float16", "int8")
-DEFAULT_VARIANTS = ("float", *PTQ_MODES, "pruned_int8", "pruned_qat_int8")
+DEFAULT_VARIANTS = ("float", *PTQ_MODES, "pruned_int8", "pruned_clustered_int8", "pruned_qat_int8")
 MOBILENET_VARIANTS = ("float", "dynamic_range", "float16", "int8")
 # The test suite's budgets (tests/conftest.py TINY): used by --quick when the default model must be trained.
 # Latency invocations are spread over this many rounds (fewer when --runs is smaller).
@@ -115,6 +115,12 @@ TARGETS: dict[str, dict[str, Target]] = {
         "float_over_pruned_int8_gzip": Target(">=", 12.0, "float .tflite gzip bytes / pruned_int8 gzip bytes"),
         "pruned_int8_accuracy_drop_points": Target(
             "<=", 0.5, "float .tflite accuracy - pruned_int8 accuracy, in points"
+        ),
+        "float_over_pruned_clustered_int8_gzip": Target(
+            ">=", 20.0, "float .tflite gzip bytes / pruned_clustered_int8 gzip bytes (prune, cluster, int8 PTQ)"
+        ),
+        "pruned_clustered_int8_accuracy_drop_points": Target(
+            "<=", 0.5, "float .tflite accuracy - pruned_clustered_int8 accuracy, in points"
         ),
         "qat_accuracy_drop_points": Target(
             "<=", 0.3, "float .tflite accuracy - pruned_qat_int8 accuracy (prune-preserving QAT), in points"
@@ -316,17 +322,17 @@ def _project_params(project: Path, quick: bool) -> Params:
 
 def default_models(project: Path, workdir: Path, quick: bool) -> tuple[Layout, Params, str]:
     """The project's float and pruned models and data when they exist, else trained now by the stage functions."""
-    from tasks.stages import prepare, prune, train
+    from tasks.stages import cluster, prepare, prune, train
 
     layout = Layout(project)
-    needed = [layout.float_model, layout.pruned_model, layout.raw / "test", layout.calibration]
+    needed = [layout.float_model, layout.pruned_model, layout.clustered_model, layout.raw / "test", layout.calibration]
     if all(path.exists() for path in needed):
         return layout, _project_params(project, quick=False), f"reused {project}/data/models/*.keras and data/raw"
     params = _project_params(project, quick)
     layout = Layout(workdir / "project")
     budget = "the test suite's tiny budgets (--quick)" if quick else "params.yaml"
     log.info("no trained models under %s: running prepare, train and prune with %s", project, budget)
-    for stage in (prepare, train, prune):
+    for stage in (prepare, train, prune, cluster):
         log.info("stage %s", stage.__name__)
         stage(layout, params)
     return layout, params, f"trained now by tasks.stages prepare/train/prune into a temporary folder, {budget}"
@@ -346,11 +352,13 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     test_x, test_y = data.load_test(layout, params.data).arrays()  # the digits' test split: small
     calibration = data.load_calibration(layout, params.data)
     float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
+    clustered_model = load_model(layout.clustered_model)
     log.info("default: converting %d variants (%d calibration images)", len(DEFAULT_VARIANTS), len(calibration))
     made = {
         "float": to_float_tflite(float_model),
         **{mode: to_ptq_tflite(float_model, calibration, _ptq(mode, params.quantize)) for mode in PTQ_MODES},
         "pruned_int8": to_ptq_tflite(pruned_model, calibration, _ptq("int8", params.quantize)),
+        "pruned_clustered_int8": to_ptq_tflite(clustered_model, calibration, _ptq("int8", params.quantize)),
     }
     log.info("default: prune-preserving QAT, %d epochs", params.quantize.qat_epochs)
     fit, _ = data.load_fit_validation(layout, params.data)
@@ -375,14 +383,28 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         "pruned_int8_accuracy_drop_points": round(
             100.0 * (variants["float"]["accuracy"] - variants["pruned_int8"]["accuracy"]), 3
         ),
+        "float_over_pruned_clustered_int8_gzip": round(float_gzip / variants["pruned_clustered_int8"]["gzip_bytes"], 3),
+        "pruned_clustered_int8_accuracy_drop_points": round(
+            100.0 * (variants["float"]["accuracy"] - variants["pruned_clustered_int8"]["accuracy"]), 3
+        ),
         "qat_accuracy_drop_points": round(
             100.0 * (variants["float"]["accuracy"] - variants["pruned_qat_int8"]["accuracy"]), 3
         ),
         "predict_speedup_vs_keras": min(run["speedup_vs_keras"] for run in tflite_runs),
         "tflite_model_overhead_vs_raw": max(run["overhead_vs_raw"] for run in tflite_runs),
     }
+    # What each step adds, as gzipped size against the float .tflite: quantization alone, then
+    # pruning before it, then clustering between the two.
+    steps = {
+        name: {
+            "gzip_ratio": round(float_gzip / variants[name]["gzip_bytes"], 3),
+            "accuracy_drop_points": round(100.0 * (variants["float"]["accuracy"] - variants[name]["accuracy"]), 3),
+        }
+        for name in ("int8", "pruned_int8", "pruned_clustered_int8")
+    }
     result = {
         "source": source,
+        "steps": steps,
         "test_images": len(test_y),
         "one_test_image_points": round(100.0 / len(test_y), 3),  # the resolution of every accuracy above
         "calibration_images": len(calibration),
@@ -459,6 +481,17 @@ def render(report: dict[str, Any]) -> str:
             )
         headers = ["variant", "size bytes", "gzip bytes", "accuracy", "xnnpack ms", "builtin ms"]
         blocks.append(f"{name}: {result['source']}\n{table(headers, rows)}")
+    steps = report["models"]["default"].get("steps", {})
+    if steps:
+        rows = [
+            [name, f"{values['gzip_ratio']:.2f}x", f"{values['accuracy_drop_points']:+.2f}"]
+            for name, values in steps.items()
+        ]
+        blocks.append(
+            "default: what each step adds (int8 = quantize alone; pruned_int8 = prune, then quantize; "
+            "pruned_clustered_int8 = prune, cluster, quantize)\n"
+            + table(["variant", "float gzip / gzip", "accuracy drop, points"], rows)
+        )
     comparison = report["keras_vs_tflite"]
     rows = [["keras predict (float .keras)", f"{comparison['keras_predict_s'] * 1000:.2f}", "", "", ""]]
     for name, values in comparison["tflite"].items():

@@ -8,13 +8,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 
 if TYPE_CHECKING:
     from flows.compress import RunReport
     from flows.retrain import RetrainReport
+    from flows.sweep import SweepReport
 
 T = TypeVar("T")
 
@@ -30,9 +31,21 @@ ProjectOption = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 1, without the interpreter's teardown.
+
+    Everything that matters is closed by then (the MLflow run, Prefect's queues, the server this
+    process started). The teardown itself is skipped because a native library can crash in it
+    after a failure: h5py's file-object driver, once it failed to open a file, calls back into an
+    interpreter that is gone and takes the exit status with it (a segfault instead of 1).
+    """
+    import os
+
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(1)
 
 
 def _process_age() -> float:
@@ -74,6 +87,7 @@ def run(
     ] = None,
 ) -> None:
     """Run the compression flow under Prefect: the stages, the gate, registration."""
+    from tasks.data import check_source
     from tasks.errors import EdgecompressError
     from tasks.models import check_paths
     from tasks.params import check_overrides
@@ -84,6 +98,7 @@ def run(
         _check_project(root)
         params = check_overrides(root / "params.yaml", overrides)  # bad input stops here, nothing written
         check_paths(params.train, root)
+        check_source(params.data)
     except EdgecompressError as error:
         _fail(str(error))
     report = _guarded(root, lambda: _compress(root, overrides, params.retrain.wait_s))
@@ -167,7 +182,6 @@ def _guarded(root: Path, call: Callable[[], T]) -> T:
         if isinstance(error, GateFailed):
             _print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
         _fail(str(error))
-        raise  # not reached: _fail exits
 
 
 @app.command()
@@ -249,6 +263,139 @@ def serve(
 
 
 @app.command()
+def sweep(
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set-param", "-S", help="A grid axis, e.g. -S prune.final_sparsity=0.5,0.75,0.9 (repeatable)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Local Dask worker processes.", min=1, max=64)] = 2,
+    dask_address: Annotated[
+        str | None, typer.Option(help="An existing Dask scheduler, e.g. tcp://HOST:8786 (instead of local workers).")
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the best trial that passes the gate into params.yaml.")
+    ] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Search compression settings: train once, run every grid point on Dask, answer with the Pareto front."""
+    from tasks import sweep as search
+    from tasks.errors import EdgecompressError
+
+    root = project.resolve()
+    try:
+        _check_project(root)
+        grid = search.parse_grid(list(set_ or []))
+        trials = search.expand(root / "params.yaml", grid)  # every grid point valid before any starts
+        if dask_address:
+            _check_dask(dask_address)
+    except EdgecompressError as error:
+        _fail(str(error))
+    typer.echo(f"{len(trials)} trials on " + (dask_address or f"{workers} local Dask worker(s)"))
+
+    def run_sweep() -> SweepReport:
+        import os
+
+        # Dask's own INFO lines (workers joining and leaving) drown the trials' progress.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        from prefect_dask import DaskTaskRunner
+
+        from flows.sweep import sweep_flow
+
+        if dask_address:
+            runner, threads = DaskTaskRunner(address=dask_address), None
+        else:
+            cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+            runner = DaskTaskRunner(cluster_kwargs={**cluster, "host": "127.0.0.1", "dashboard_address": None})
+            threads = search.worker_threads(workers)
+        # prefect-dask's runner hands out its own futures type, which Prefect's stubs do not name.
+        flow = sweep_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
+        return cast("SweepReport", flow(project=str(root), grid=grid, threads=threads, apply=apply))
+
+    report = _guarded(root, lambda: _in_prefect(root, run_sweep))
+    _print_sweep(report, root)
+
+
+def _check_dask(address: str) -> None:
+    """A scheduler that answers within seconds, or one line naming it."""
+    from distributed import Client
+
+    from tasks.errors import EdgecompressError
+
+    try:
+        with Client(address, timeout=10):
+            pass
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise EdgecompressError(f"--dask-address {address}: no Dask scheduler answers ({reason})") from None
+
+
+def _print_sweep(report: SweepReport, root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="sweep (test split; shipped int8 model of each trial)")
+    for column in (
+        "trial",
+        "settings",
+        "accuracy",
+        "gzip bytes",
+        "ms (builtin)",
+        "ms (xnnpack)",
+        "TPU",
+        "gate",
+        "front",
+    ):
+        table.add_column(column)
+    for outcome in report.outcomes:
+        if outcome.status != "ok":
+            table.add_row(outcome.trial.name, outcome.trial.settings, "failed", "", "", "", "", "", outcome.error[:60])
+            continue
+        m = outcome.metrics
+        front = "/".join(
+            name for name, on in (("size", outcome.pareto_size), ("latency", outcome.pareto_latency)) if on
+        )
+        table.add_row(
+            outcome.trial.name,
+            outcome.trial.settings,
+            f"{m['accuracy']:.4f}",
+            f"{m['gzip_bytes']:,}",
+            f"{m['latency_ms_builtin']:.3f}",
+            f"{m['latency_ms_xnnpack']:.3f}",
+            f"{m['edgetpu_mapped_fraction']:.0%}",
+            outcome.gate,
+            front,
+        )
+    console.print(table)
+    console.print(f"table: {report.csv.relative_to(root)}; Pareto front: {report.plot.relative_to(root)}")
+    console.print(f"MLflow run {report.run_id} (a nested run per trial)")
+    if report.best is None:
+        console.print("no trial passes the gate")
+    elif report.applied:
+        console.print(
+            f"best that passes the gate: {report.best.trial.name}; written into params.yaml "
+            f"({report.best.trial.settings}) - `edgecompress run` builds and registers it through the gate"
+        )
+    else:
+        console.print(
+            f"best that passes the gate: {report.best.trial.name} ({report.best.trial.settings}); --apply writes it"
+        )
+    failed = [o for o in report.outcomes if o.status != "ok"]
+    if failed:
+        console.print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{o.trial.name}: {o.error}" for o in failed))
+
+
+def _new_folder(path: Path) -> None:
+    """A folder that does not exist yet, or an empty one; else one line saying what is there."""
+    from tasks.errors import EdgecompressError
+
+    if path.exists() and not path.is_dir():
+        raise EdgecompressError(f"{path}: exists and is a file; choose a new folder with --into")
+    if path.is_dir() and any(path.iterdir()):
+        raise EdgecompressError(f"{path}: not empty; choose a new folder with --into")
+
+
+@app.command()
 def checkout(
     ref: Annotated[str, typer.Argument(help="MODEL@ALIAS, MODEL@VERSION, or just ALIAS / VERSION.")],
     into: Annotated[Path | None, typer.Option(help="Folder to restore into (default: ./checkout-v<VERSION>).")] = None,
@@ -259,13 +406,17 @@ def checkout(
     from tasks.errors import EdgecompressError
     from tasks.versioning import lock_outs, restore_outputs
 
+    try:
+        if into is not None:
+            _new_folder(into)
+    except EdgecompressError as error:
+        _fail(str(error))
     uri, default = _registry_target(project, ref.rpartition("@")[0] or None)
     name, which = registry.parse_ref(ref, default)
     try:
         version, lock = registry.recorded_lock(uri, name, which)
         target = (into or Path(f"checkout-v{version}")).resolve()
-        if target.is_dir() and any(target.iterdir()):
-            raise EdgecompressError(f"{target}: not empty; choose a new folder with --into")
+        _new_folder(target)
         restored = restore_outputs(project.resolve(), lock_outs(lock), target)
     except EdgecompressError as error:
         _fail(str(error))
@@ -472,7 +623,12 @@ def _registry_target(project: Path, model: str | None) -> tuple[str, str]:
         except EdgecompressError as error:
             _fail(f"{error} (or pass --model)")
     assert model is not None
-    return tracking_uri(root), model
+    uri = tracking_uri(root)
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if store is not None and not store.is_file():
+        # Asking would create an empty store; there is nothing in it to show.
+        _fail(f"no tracking store yet ({store}); run `edgecompress run` first, or set MLFLOW_TRACKING_URI")
+    return uri, model
 
 
 def _registry_call(function: Any, *args: Any) -> Any:

@@ -101,7 +101,8 @@ def stage(layout: Layout, params: Params, name: str, plan: pipeline.Plan) -> pip
     return pipeline.run_stage(layout, params, name, plan)
 
 
-def _stage(name: str, layout: Layout, params: Params, plan: pipeline.Plan) -> pipeline.StageOutcome:
+def pipeline_stage(name: str, layout: Layout, params: Params, plan: pipeline.Plan) -> pipeline.StageOutcome:
+    """The stage task under the stage's own name, as the Prefect UI shows it."""
     return stage.with_options(name=name, task_run_name=name)(layout, params, name, plan)
 
 
@@ -154,13 +155,13 @@ def compress(project: str = ".") -> Any:
             return Completed(message=SKIPPED, data=RunReport.unchanged(uri, todo.last, started_at))
         with tracking.pipeline_run(layout.root, params, timings) as run:
             outcomes = [
-                _stage("prepare", layout, params, todo),
-                _stage("train", layout, params, todo),
-                _stage("prune", layout, params, todo),
-                _stage("cluster", layout, params, todo),
-                _stage("quantize", layout, params, todo),
-                _stage("evaluate", layout, params, todo),
-                _stage("edgetpu", layout, params, todo),
+                pipeline_stage("prepare", layout, params, todo),
+                pipeline_stage("train", layout, params, todo),
+                pipeline_stage("prune", layout, params, todo),
+                pipeline_stage("cluster", layout, params, todo),
+                pipeline_stage("quantize", layout, params, todo),
+                pipeline_stage("evaluate", layout, params, todo),
+                pipeline_stage("edgetpu", layout, params, todo),
             ]
             metrics = run.log_outcome(layout, outcomes)
             verdict = gate(layout, params, champion(uri, params), run)

@@ -6,6 +6,8 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.data import Images
 from tasks.inference import TFLiteModel
 from tasks.params import EvaluateParams
@@ -39,6 +41,19 @@ def tflite_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str
         "input_dtype": model.input_dtype.name,
         "output_dtype": model.output_dtype.name,
     }
+
+
+def predictions(path: Path, test: Images, params: EvaluateParams) -> list[dict[str, str]]:
+    """One row per test image, its class and the class the .tflite predicts: a confusion matrix's data."""
+    model = TFLiteModel(path, num_threads=params.num_threads)
+    rows: list[dict[str, str]] = []
+    for pixels, labels in test.batches(params.batch_size).as_numpy_iterator():
+        predicted = np.argmax(model.predict(pixels, batch_size=len(pixels)), axis=-1)
+        rows.extend(
+            {"actual": test.class_names[int(a)], "predicted": test.class_names[int(p)]}
+            for a, p in zip(labels, predicted, strict=True)
+        )
+    return rows
 
 
 def compare(variants: dict[str, dict[str, Any]], shipped: str) -> dict[str, float]:

@@ -89,6 +89,16 @@ class Layout:
         return self.reports / "metrics.json"
 
     @property
+    def confusion(self) -> Path:
+        """The shipped model's prediction for each test image (`dvc plots`' confusion matrix)."""
+        return self.reports / "confusion.csv"
+
+    @property
+    def sparsity(self) -> Path:
+        """Zeros per pruned kernel (a `dvc plots` bar chart)."""
+        return self.reports / "sparsity.csv"
+
+    @property
     def edgetpu_report(self) -> Path:
         return self.reports / "edgetpu.json"
 

@@ -29,6 +29,18 @@ def _write_json(path: Any, payload: dict[str, Any]) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def _write_csv(path: Any, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """A table for `dvc plots` (csv, not a join: tensor names may hold commas); `columns` when empty."""
+    from tasks.fsutil import write_text
+
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else columns or ["empty"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
 def prepare(layout: Layout, params: Params) -> dict[str, Any]:
     """data/raw and data/calibration from data.source."""
     from tasks import data
@@ -66,6 +78,7 @@ def prune(layout: Layout, params: Params) -> dict[str, Any]:
     pruned, result = prune_model(model, fit, params.prune, params.train.batch_size, params.train.seed)
     save_model(pruned, layout.pruned_model)
     _write_json(layout.prune_report, asdict(result))
+    _write_csv(layout.sparsity, [{"layer": name, "sparsity": value} for name, value in result.layers.items()])
     return {"sparsity": result.sparsity, "target_sparsity": result.target_sparsity}
 
 
@@ -141,7 +154,7 @@ def quantize(layout: Layout, params: Params) -> dict[str, Any]:
 
 def _write_debug_report(layout: Layout, params: Params, model: Any, calibration: Any) -> None:
     """data/reports/quant_debug.csv and .png: per-layer int8 error (a note when not applicable)."""
-    from tasks.fsutil import staging_file, write_text
+    from tasks.fsutil import staging_file
     from tasks.quantize import debug_int8
     from tasks.report import plot_worst_layers
 
@@ -154,13 +167,7 @@ def _write_debug_report(layout: Layout, params: Params, model: Any, calibration:
         note = f"the debugger measures int8 error; ptq_mode is {settings.ptq_mode}"
     else:
         rows = debug_int8(model, calibration, settings)
-    columns = list(rows[0]) if rows else ["op_name", "tensor_idx", "rmse_per_scale"]
-    # csv, not a join: tensor names may hold commas, which a plain join would split into columns.
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(layout.quant_debug_csv, buffer.getvalue())
+    _write_csv(layout.quant_debug_csv, rows, ["op_name", "tensor_name", "tensor_idx", "rmse_per_scale"])
     with staging_file(layout.quant_debug_plot) as tmp:
         plot_worst_layers(rows, tmp, note)
 
@@ -168,7 +175,7 @@ def _write_debug_report(layout: Layout, params: Params, model: Any, calibration:
 def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
     """data/reports/metrics.json: accuracy and size of every variant on the test split."""
     from tasks import data
-    from tasks.evaluate import compare, keras_variant, tflite_variant
+    from tasks.evaluate import compare, keras_variant, predictions, tflite_variant
 
     test = data.load_test(layout, params.data)
     prune_report = json.loads(layout.prune_report.read_text())
@@ -192,6 +199,7 @@ def evaluate(layout: Layout, params: Params) -> dict[str, Any]:
         "summary": compare(variants, shipped),
     }
     _write_json(layout.metrics, metrics)
+    _write_csv(layout.confusion, predictions(layout.quantized_tflite(mode), test, params.evaluate))
     for name, values in variants.items():
         log.info(
             "%-12s accuracy %.4f  %9d bytes  %9d gzipped",

@@ -201,3 +201,40 @@ def metric_items(stage: str, summary: dict[str, Any], prefix: str = "") -> dict[
         elif isinstance(value, int | float) and not isinstance(value, bool):
             items[f"{stage}.{name}"] = float(value)
     return items
+
+
+def log_sweep(
+    root: Path, grid: dict[str, list[Any]], outcomes: list[Any], best: Any | None, artifacts: tuple[Path, ...]
+) -> str:
+    """A sweep as one MLflow run with a nested run per trial (its settings, metrics, or error); the run id."""
+    import mlflow
+
+    from tasks.registry import server_errors
+
+    uri = tracking_uri(root)
+    with server_errors(uri):
+        configure(root)
+        with mlflow.start_run(run_name="sweep") as parent:
+            mlflow.set_tags({"sweep.grid": json.dumps(grid), "sweep.best": best.trial.name if best else ""})
+            for outcome in outcomes:
+                mlflow.start_run(run_name=f"sweep/{outcome.trial.name}", nested=True)
+                mlflow.log_params(dict(text.split("=", 1) for text in outcome.trial.overrides))
+                numbers = {
+                    key: float(value)
+                    for key, value in outcome.metrics.items()
+                    if isinstance(value, int | float) and not isinstance(value, bool)
+                }
+                mlflow.log_metrics({**numbers, "seconds": outcome.seconds})
+                mlflow.set_tags(
+                    {
+                        "trial": outcome.trial.name,
+                        "gate.verdict": outcome.gate,
+                        "pareto.size": str(outcome.pareto_size).lower(),
+                        "pareto.latency": str(outcome.pareto_latency).lower(),
+                        **({"error": outcome.error} if outcome.error else {}),
+                    }
+                )
+                mlflow.end_run("FINISHED" if outcome.status == "ok" else "FAILED")
+            for path in artifacts:
+                mlflow.log_artifact(str(path), artifact_path="sweep")
+            return str(parent.info.run_id)

@@ -25,6 +25,7 @@ TINY = [
     "train.epochs=6",
     "prune.epochs=2",
     "prune.frequency=5",
+    "cluster.epochs=1",
     "data.calibration_size=50",
     "data.min_images_per_class=2",  # the tests' own folders hold a handful of images per class
 ]
@@ -57,14 +58,13 @@ def layout(tmp_path: Path) -> Layout:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Params]:
-    """A folder where prepare, train and prune have run once on the tiny budget (shared, read-only)."""
-    from tasks.stages import prepare, prune, train
+    """A folder where prepare, train, prune and cluster have run once on the tiny budget (shared, read-only)."""
+    from tasks.stages import cluster, prepare, prune, train
 
     layout = Layout(tmp_path_factory.mktemp("trained"))
     params = repo_params()
-    prepare(layout, params)
-    train(layout, params)
-    prune(layout, params)
+    for stage in (prepare, train, prune, cluster):
+        stage(layout, params)
     return layout, params
 
 

@@ -29,6 +29,7 @@ def outputs(layout: Layout) -> dict[str, str]:
         for name, path in (
             ("float.keras", layout.float_model),
             ("pruned.keras", layout.pruned_model),
+            ("clustered.keras", layout.clustered_model),
             ("model_int8.tflite", layout.int8_tflite),
         )
     }
@@ -43,11 +44,11 @@ SECOND_RUN = textwrap.dedent(
 
     import tasks
     from tasks.layout import Layout
-    from tasks.stages import prepare, prune, quantize, train
+    from tasks.stages import cluster, prepare, prune, quantize, train
     from tests.conftest import repo_params
 
     layout, params = Layout(Path(sys.argv[1])), repo_params()
-    for stage in (prepare, train, prune, quantize):
+    for stage in (prepare, train, prune, cluster, quantize):
         stage(layout, params)
     """
 )
