@@ -20,6 +20,9 @@ from PIL import Image
 
 from tests.conftest import TINY, make_project
 
+# A real command per case: about two seconds each, a dozen for those that start a run.
+pytestmark = pytest.mark.slow
+
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
 

@@ -314,5 +314,7 @@ def test_benchmark_quick_writes_the_documented_shape(quantized: tuple[Layout, Pa
         "float16",
         "int8",
         "pruned_int8",
+        "pruned_clustered_int8",
         "pruned_qat_int8",
     }
+    assert set(report["models"]["default"]["steps"]) == {"int8", "pruned_int8", "pruned_clustered_int8"}
