@@ -162,7 +162,11 @@ def _in_prefect(root: Path, call: Callable[[], T], scheduler: bool = False) -> T
 
     # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
     logging.getLogger("tasks").setLevel(logging.INFO)
-    with prefect_api(scheduler=scheduler):
+    # serve's own server keeps this project's schedule and history in the project (beside DVC's
+    # tmp files), not in Prefect's home: runs that an earlier serve of another folder scheduled
+    # there would otherwise reach this one, with that folder's path.
+    database = root / ".dvc" / "tmp" / "edgecompress-prefect.db" if scheduler else None
+    with prefect_api(scheduler=scheduler, database=database):
         from flows.compress import flush_prefect_services
 
         try:

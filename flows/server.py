@@ -51,10 +51,11 @@ class OwnedServer:
 
     `scheduler=False` is what Prefect's embedded server is (the API only, no UI, no background
     services), for a single run; `scheduler=True` is `prefect server start` with its UI and
-    services, which `serve` needs for schedules.
+    services, which `serve` needs for schedules. `database` is the server's SQLite file (default:
+    Prefect's own, in PREFECT_HOME).
     """
 
-    def __init__(self, scheduler: bool = False) -> None:
+    def __init__(self, scheduler: bool = False, database: Path | None = None) -> None:
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.ui_url = f"http://127.0.0.1:{self.port}" if scheduler else None
@@ -80,6 +81,9 @@ class OwnedServer:
                 "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",
             }
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
         self._process = subprocess.Popen(
             command,
             env=env,
@@ -137,7 +141,7 @@ def startup_timeout() -> float:
 
 
 @contextmanager
-def prefect_api(scheduler: bool = False) -> Iterator[str]:
+def prefect_api(scheduler: bool = False, database: Path | None = None) -> Iterator[str]:
     """The API URL to use for the block: the configured one, else a server started here and stopped after."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -146,7 +150,7 @@ def prefect_api(scheduler: bool = False) -> Iterator[str]:
         check_reachable(configured)
         yield configured
         return
-    server = OwnedServer(scheduler)
+    server = OwnedServer(scheduler, database)
     try:
         url = server.wait_ready(startup_timeout())
         with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -207,6 +207,15 @@ def with_input_scale(model: tf_keras.Model, input_scale: str) -> tf_keras.Model:
         return model
     inputs = k.Input(shape=model.input_shape[1:], name="image")
     scaled = k.layers.Rescaling(rescale[0], offset=rescale[1], name="rescale")(inputs)
+    if isinstance(model, k.Sequential):
+        # clone_model cannot put a Sequential model on a tensor that is not an Input: chain a
+        # clone's layers instead, which gives the same flat functional model.
+        clone = k.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        outputs = scaled
+        for layer in clone.layers:
+            outputs = layer(outputs)
+        return k.Model(inputs, outputs, name=model.name)
     clone = k.models.clone_model(model, input_tensors=scaled)
     clone.set_weights(model.get_weights())
     return k.Model(inputs, clone.outputs, name=model.name)

