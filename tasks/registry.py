@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous-champion"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+# What an account needs on a tracking server with MLflow's basic auth to promote or roll back.
+MOVE_ALIASES = "moving champion needs EDIT on the registered model"
 
 # A registry call retries transient HTTP errors itself (MLflow's own backoff); these bound it so
 # an unreachable server is reported in seconds rather than after MLflow's default ~2 minutes.
@@ -63,13 +65,26 @@ class Moved:
 
 
 @contextmanager
-def server_errors(uri: str) -> Iterator[None]:
-    """Turn MLflow's transport and lookup failures into one-line RegistryErrors."""
+def server_errors(uri: str, needs: str = "") -> Iterator[None]:
+    """Turn MLflow's transport, permission and lookup failures into one-line RegistryErrors.
+
+    `needs` says what a refused request would have needed (the permission to ask an admin for).
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as error:
+        status = error.get_http_status_code()
+        if status == 401:
+            raise RegistryError(
+                f"tracking server {uri} rejected the credentials; check MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
+            ) from None
+        if status == 403:
+            raise RegistryError(
+                f"tracking server {uri} refused {_account()}: permission denied" + (f" ({needs})" if needs else "")
+            ) from None
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "Max retries exceeded" in text or "Connection" in text or "connect" in text:
             raise RegistryError(f"tracking server {uri} is unreachable; check MLFLOW_TRACKING_URI") from None
@@ -85,6 +100,14 @@ def server_errors(uri: str) -> Iterator[None]:
                 "or set MLFLOW_TRACKING_URI"
             ) from None
         raise
+
+
+def _account() -> str:
+    """Who the tracking server was told we are (MLflow's credential variables or file)."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    username = read_mlflow_creds().username
+    return f"user {username!r}" if username else "an anonymous client (no MLFLOW_TRACKING_USERNAME)"
 
 
 def client(uri: str) -> Any:
@@ -109,7 +132,23 @@ def alias_version(mlflow_client: Any, name: str, alias: str) -> Any | None:
     except MlflowException as error:
         if getattr(error, "error_code", "") in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
+        # MLflow's basic-auth app answers 403, not 404, for an alias of a model that does not
+        # exist yet; the model lookup tells the two apart (and raises for a real refusal).
+        if getattr(error, "error_code", "") == "PERMISSION_DENIED" and not _model_exists(mlflow_client, name):
+            return None
         raise
+
+
+def _model_exists(mlflow_client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException as error:
+        if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def champion_accuracy(uri: str, name: str) -> float | None:
@@ -244,7 +283,7 @@ def parse_ref(ref: str, default_model: str) -> tuple[str, str]:
 
 def promote(uri: str, name: str, version: str | None = None) -> Moved:
     """Move `champion` to a gated version (default: the current candidate), keeping the old one as previous."""
-    with server_errors(uri):
+    with server_errors(uri, needs=MOVE_ALIASES):
         mlflow_client = client(uri)
         target = resolve(mlflow_client, name, str(version) if version else CANDIDATE)
         number = str(target.version)
@@ -265,7 +304,7 @@ def promote(uri: str, name: str, version: str | None = None) -> Moved:
 
 def rollback(uri: str, name: str) -> Moved:
     """Swap `champion` and `previous-champion`, so a second rollback undoes the first."""
-    with server_errors(uri):
+    with server_errors(uri, needs=MOVE_ALIASES):
         mlflow_client = client(uri)
         previous = alias_version(mlflow_client, name, PREVIOUS)
         if previous is None:
