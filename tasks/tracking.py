@@ -14,6 +14,7 @@ from tasks.gate import GateResult
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.pipeline import StageOutcome
+from tasks.registry import server_errors
 from tasks.timing import Timings
 from tasks.versioning import code_version, lock_out_hashes
 
@@ -44,9 +45,10 @@ def configure(root: Path) -> str:
 class TrackedRun:
     """The MLflow run of one pipeline run; every call is timed under 'tracking'."""
 
-    def __init__(self, run_id: str, experiment_id: str, timings: Timings) -> None:
+    def __init__(self, run_id: str, experiment_id: str, timings: Timings, uri: str = "") -> None:
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.uri = uri
         self._timings = timings
 
     def link(self, uri: str) -> str:
@@ -63,7 +65,7 @@ class TrackedRun:
         """
         import mlflow
 
-        with self._timings.measure("tracking"):
+        with self._timings.measure("tracking"), server_errors(self.uri):
             metrics = read_reports(layout)
             flat: dict[str, float] = {}
             for stage, summary in metrics.items():
@@ -115,7 +117,7 @@ class TrackedRun:
         """The gate verdict as a tag, each check's observed value as a metric, gate.json as an artifact."""
         import mlflow
 
-        with self._timings.measure("tracking"):
+        with self._timings.measure("tracking"), server_errors(self.uri):
             mlflow.set_tag("gate.verdict", result.verdict)
             observed = {f"gate.{c.name}": c.observed for c in result.checks if c.observed is not None}
             mlflow.log_metrics({name: float(value) for name, value in observed.items()})
@@ -134,7 +136,7 @@ def pipeline_run(root: Path, params: Params, timings: Timings) -> Iterator[Track
     import yaml
 
     from tasks.journal import note_mlflow_run
-    from tasks.registry import RegistryError, server_errors
+    from tasks.registry import RegistryError
 
     uri = tracking_uri(root)
     with timings.measure("tracking"), server_errors(uri):
@@ -149,7 +151,7 @@ def pipeline_run(root: Path, params: Params, timings: Timings) -> Iterator[Track
             # The settings the run loaded, whole: what a reviewer (and `reproduce`) reads back.
             mlflow.log_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), "params.yaml")
             mlflow.set_tags({"git.commit": code.commit, "git.dirty": str(code.dirty).lower()})
-        yield TrackedRun(run.info.run_id, run.info.experiment_id, timings)
+        yield TrackedRun(run.info.run_id, run.info.experiment_id, timings, uri)
         status = "FINISHED"
     finally:
         with timings.measure("tracking"):
