@@ -95,6 +95,18 @@ def plan(layout: Layout, params: Params, uri: str) -> pipeline.Plan:
     return pipeline.Plan(layout, params, uri)
 
 
+def publish(key: str, markdown: str, description: str) -> None:
+    """A markdown artifact on the Prefect server; a server that stopped answering is one line naming it."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    try:
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
+    except httpx.TransportError:
+        api = PREFECT_API_URL.value() or "(embedded)"
+        raise EdgecompressError(f"Prefect server {api} is unreachable; check PREFECT_API_URL") from None
+
+
 @task(cache_policy=NO_CACHE)
 def stage(layout: Layout, params: Params, name: str, plan: pipeline.Plan) -> pipeline.StageOutcome:
     """One pipeline stage, skipped when DVC reports it up to date."""
@@ -117,7 +129,7 @@ def gate(layout: Layout, params: Params, champion_accuracy: float | None, run: t
     """Check the int8 model against every threshold; record the verdict in gate.json, MLflow and Prefect."""
     result = run_gate(layout, params.gate, champion_accuracy)
     run.log_gate(layout, result)
-    create_markdown_artifact(key="gate", markdown=result.markdown(), description=result.summary())
+    publish("gate", result.markdown(), result.summary())
     return result
 
 
@@ -151,7 +163,7 @@ def compress(project: str = ".") -> Any:
         todo = plan(layout, params, uri)
         if not todo.pending:
             assert todo.last is not None  # without a successful run on record, something is pending
-            create_markdown_artifact(key="run", markdown=summary.unchanged_markdown(todo.last), description=SKIPPED)
+            publish("run", summary.unchanged_markdown(todo.last), SKIPPED)
             return Completed(message=SKIPPED, data=RunReport.unchanged(uri, todo.last, started_at))
         with tracking.pipeline_run(layout.root, params, timings) as run:
             outcomes = [
@@ -170,12 +182,10 @@ def compress(project: str = ".") -> Any:
                 if params.registry.auto_promote:
                     promoted = promote_if_better(uri, params, version.version, metrics["evaluate"]["shipped_accuracy"])
             shipped = metrics["evaluate"][metrics["evaluate"]["shipped"]]
-            create_markdown_artifact(
-                key="run",
-                markdown=summary.run_markdown(
-                    outcomes, verdict, run.link(uri), version.version if version else None, shipped
-                ),
-                description=verdict.summary(),
+            publish(
+                "run",
+                summary.run_markdown(outcomes, verdict, run.link(uri), version.version if version else None, shipped),
+                verdict.summary(),
             )
         if not verdict.passed:
             raise GateFailed(verdict.summary())

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows.compress import SKIPPED, RunReport, compress, quiet_expected_errors
+from flows.compress import SKIPPED, RunReport, compress, publish, quiet_expected_errors
 from tasks import pipeline, summary, tracking, versioning
 from tasks.errors import EdgecompressError
 from tasks.layout import Layout
@@ -59,7 +58,7 @@ def retrain(project: str = ".") -> Any:
     with project_lock(layout.root, params.retrain.wait_s):
         changes = what_changed(layout, params)
         if not changes:
-            create_markdown_artifact(key="retrain", markdown=summary.skipped_markdown(layout), description=SKIPPED)
+            publish("retrain", summary.skipped_markdown(layout), SKIPPED)
             return Completed(message=SKIPPED, data=RetrainReport(changes={}))
         report = cast(RunReport, compress(project=str(layout.root)))
         pushed = None
@@ -72,5 +71,5 @@ def retrain(project: str = ".") -> Any:
                     f"{params.registry.model_name} version {report.version.version} is registered, but its outputs "
                     f"were not pushed ({error}); run `dvc push` when the remote is reachable"
                 ) from None
-    create_markdown_artifact(key="retrain", markdown=summary.retrain_markdown(changes, pushed), description="retrained")
+    publish("retrain", summary.retrain_markdown(changes, pushed), "retrained")
     return RetrainReport(changes=changes, run=report, pushed=pushed)

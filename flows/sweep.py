@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.compress import pipeline_stage, quiet_expected_errors
+from flows.compress import pipeline_stage, publish, quiet_expected_errors
 from tasks import pipeline, registry, sweep, tracking
 from tasks.layout import Layout
 from tasks.locking import project_lock
@@ -68,7 +67,7 @@ def sweep_flow(project: str, grid: dict[str, list[Any]], threads: int | None = N
         best = sweep.judge(outcomes, params, champion(uri, params.registry.model_name))
         written = sweep.write_answer(layout, outcomes)
         run_id = tracking.log_sweep(layout.root, grid, outcomes, best, written)
-        create_markdown_artifact(key="sweep", markdown=sweep.markdown(outcomes, best), description="sweep results")
+        publish("sweep", sweep.markdown(outcomes, best), "sweep results")
         if apply and best is not None:
             write_overrides(layout.params_file, list(best.trial.overrides))
     return SweepReport(outcomes, best, written[0], written[1], run_id, applied=apply and best is not None)
