@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint repro lock clean
+.PHONY: run test test-fast test-integration lint repro lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/edgecompress run
 
-## test: lint, then every test, the slow end-to-end flow tests included
+## test: lint, then every test, the slow end-to-end flow tests and the integration suite included
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## test-fast: the unit tests only
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+## test-integration: only the team setup's real servers (PostgreSQL, MLflow, Prefect, workers); part of `test`
+test-integration: $(STAMP)
+	$(BIN)/pytest -m integration
 
 ## lint: ruff and mypy
 lint: $(STAMP)
