@@ -217,6 +217,7 @@ def test_two_runs_at_once_make_one_version(team: TeamSetup, first_run: dict[str,
     assert len(ids) == 2
     runs = [team.prefect.wait_final(run_id, 600) for run_id in ids]
     states = [(run["state"]["type"], run["state"]["message"] or "") for run in runs]
+    servers.say(f"two runs at once: {states}")
     # One retrains; the other waits for the deployment's slot and then finds nothing to do,
     # or is refused by the project lock. Never two retrains, never two versions.
     assert all(kind in FINAL for kind, _ in states), states
@@ -416,3 +417,12 @@ def test_next_run_after_both_servers_are_back_registers_normally(team: TeamSetup
     compress = subflow(team, after["id"])
     (report,) = [a for a in team.prefect.artifacts(compress["id"]) if a["key"] == "run"]
     assert "| train | skipped |" in report["data"] and "| prune | skipped |" in report["data"], report["data"]
+
+
+def test_no_password_reaches_a_log_or_the_project(team: TeamSetup) -> None:
+    """Accounts travel in MLflow's credential variables only: not in params.yaml, not in any log."""
+    logs = [program.text() for program in team.workers.values()]
+    logs += [program.text() for program in (team.mlflow.program, team.prefect.program) if program is not None]
+    logs += [(team.project / "params.yaml").read_text()]
+    for name, password in team.accounts.passwords.items():
+        assert not any(password in text for text in logs), f"{name}'s password was written somewhere"
