@@ -61,11 +61,11 @@ def test_mobilenet_v2_from_scratch(tmp_path: Path) -> None:
             "data.channels=3",
             "train.model=mobilenet_v2",
             "train.alpha=0.35",
-            "train.epochs=3",
+            "train.epochs=1",
             "prune.epochs=1",
-            # Three epochs from random weights, then 90% sparsity and 8 clusters: plumbing, not
-            # quality. How much int8 loses here is noise; the quality figure is the README's example.
-            "gate.min_accuracy=0.3",
+            # One epoch from random weights, then 90% sparsity and 8 clusters: plumbing, not
+            # quality, so no accuracy threshold; the quality figure is the README's example.
+            "gate.min_accuracy=null",
             "gate.max_accuracy_drop=null",
             "gate.max_relative_drop=null",
         ],

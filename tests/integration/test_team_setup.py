@@ -287,7 +287,7 @@ def test_served_champion_answers_like_tflitemodel(team: TeamSetup, tmp_path: Pat
     from tasks.params import load_params
 
     layout = Layout(team.project)
-    images = load_calibration(layout, load_params(layout.params_file).data)[:16].astype(np.float32)
+    images = load_calibration(layout, load_params(layout.params_file).data).head(16).arrays()[0].astype(np.float32)
     with as_account(team, "reader"):
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion", dst_path=str(tmp_path)))
     expected = TFLiteModel(next(local.rglob("model_int8.tflite"))).predict(images)
