@@ -125,7 +125,7 @@ def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout) -> N
         "-S",
         "prune.final_sparsity=0.5,0.8",
         "-S",
-        "cluster.number_of_clusters=8",  # a one-value axis: set in every trial
+        "cluster.number_of_clusters=8,16",
         "--workers",
         "2",
         "--apply",
@@ -133,7 +133,7 @@ def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout) -> N
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((project.reports / "sweep.csv").open()))
-    assert [row["trial"] for row in rows] == ["t01", "t02"]  # one trial per worker
+    assert [row["trial"] for row in rows] == ["t01", "t02", "t03", "t04"]
     assert all(row["status"] == "ok" for row in rows), rows
     assert any(row["pareto_size"] == "True" for row in rows)
     assert (project.reports / "pareto.png").read_bytes().startswith(b"\x89PNG")
@@ -142,7 +142,7 @@ def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout) -> N
     experiment = client.get_experiment_by_name("edgecompress")
     parent = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'sweep'")[0]
     nested = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(run.data.tags["trial"] for run in nested) == ["t01", "t02"]
+    assert sorted(run.data.tags["trial"] for run in nested) == ["t01", "t02", "t03", "t04"]
     assert all("prune.final_sparsity" in run.data.params for run in nested)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {"sweep/sweep.csv"}
     # --apply wrote the best passing trial's settings; the next run builds it through the gate.
