@@ -345,7 +345,7 @@ def _first(calibration: Pixels, count: int) -> Pixels:
 
 
 def quantize_model(
-    float_model: tf_keras.Model,
+    float_tflite: bytes,
     compressed: tf_keras.Model,
     fit: Images,
     validation: Images,
@@ -363,7 +363,7 @@ def quantize_model(
     """
     from tasks.prune import overall_sparsity
 
-    reference = _score(to_float_tflite(float_model), validation)
+    reference = _score(float_tflite, validation)
     # Zeros over every kernel, before and in each attempt's .tflite: what ships, not what the
     # Keras wrappers hold (tfmot's collaborative QAT keeps its effective weights elsewhere).
     sparsity_before = overall_sparsity(compressed) if sparse_weights else None

@@ -12,7 +12,7 @@ from tasks.errors import StageError
 from tasks.inference import TFLiteModel
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.quantize import debug_int8, qat_model, quantize_model, to_int8_tflite, to_ptq_tflite
+from tasks.quantize import debug_int8, qat_model, quantize_model, to_float_tflite, to_int8_tflite, to_ptq_tflite
 from tasks.stages import quantize
 from tasks.train import load_model
 from tests.conftest import repo_params
@@ -102,7 +102,7 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
     # tolerance, while QAT learns its ranges in training and does not depend on it.
     black = np.zeros((1, *calibration.shape), np.float32)
     outcome = quantize_model(
-        load_model(layout.float_model),
+        to_float_tflite(load_model(layout.float_model)),
         load_model(layout.pruned_model),
         fit,
         validation,
@@ -133,7 +133,7 @@ def test_qat_after_clustering_ships_the_zeros_or_refuses(quantized: tuple[Layout
     pruned = tuple(json.loads(layout.prune_report.read_text())["pruned_weights"])
     try:
         outcome = quantize_model(
-            load_model(layout.float_model),
+            to_float_tflite(load_model(layout.float_model)),
             load_model(layout.clustered_model),
             fit,
             validation,
