@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
 import platform
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 import tasks  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from benchmarks import write_report
 from tasks.inference import OpResolver
 from tasks.layout import Layout
 from tasks.params import Params, QuantizeParams
@@ -566,8 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     report = run(args.project.resolve(), config)
     out = args.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(out, report)
     print(render(report))
     print(f"\n{report['seconds']:.0f} s; written to {out}")
     return 0

@@ -19,6 +19,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from benchmarks import write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TRAIN = textwrap.dedent(
@@ -85,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "identical_models_on": len({run["md5"] for run in runs["on"]}) == 1,
         "identical_models_off": len({run["md5"] for run in runs["off"]}) == 1,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(f"{'train stage, op determinism on':<40}{result['seconds_on']:>8.2f} s (best of {args.rounds})")
     print(f"{'train stage, op determinism off':<40}{result['seconds_off']:>8.2f} s")
     print(f"{'on / off':<40}{result['on_over_off']:>8.3f}")

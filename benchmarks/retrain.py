@@ -11,7 +11,6 @@ the full run; a run with nothing to do at most 5 seconds of wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import print_ratios, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")
@@ -111,15 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         result = measure(scratch_project(Path(folder)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(f"{'full run':<40}{result['full_run_s']:>8.2f} s")
     print(f"{'skipped retrain, same process':<40}{result['skipped_retrain_warm_s']:>8.2f} s")
     print(f"{'skipped retrain, new process':<40}{result['skipped_retrain_cold_s']:>8.2f} s")
     print(f"{'run with nothing changed, new process':<40}{result['unchanged_run_cold_s']:>8.2f} s")
-    for name, ratio in result["ratios"].items():
-        verdict = "" if ratio["met"] is None else ("pass" if ratio["met"] else "MISS")
-        print(f"{name:<40}{ratio['value']:>8.3f}   target {ratio['target']:<10}{verdict}")
+    print_ratios(result["ratios"], 40, 10)
     print(f"written to {args.out}")
     return 0
 

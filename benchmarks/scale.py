@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import write_report
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 96
 CLASSES = 10
@@ -144,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_large_over_small": {"value": round(ratio, 3), "target": f"<= {TARGET}", "met": ratio <= TARGET}
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(
         f"{'images':>8} {'peak RSS MiB':>13} {'prepare s/1k':>13} {'train s/1k':>11} {'evaluate s/1k':>14} {'acc':>6}"
     )

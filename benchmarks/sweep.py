@@ -12,7 +12,6 @@ workers at least 1.6x faster than 1. The ratio is printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from benchmarks import write_report
 from benchmarks.retrain import scratch_project
 
 if TYPE_CHECKING:
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         result = measure(scratch_project(Path(folder)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(f"{'8 trials, 1 worker':<32}{result['one_worker_s']:>8.1f} s")
     print(f"{'8 trials, 2 workers':<32}{result['two_workers_s']:>8.1f} s")
     ratio = result["ratios"]["speedup_2_over_1"]

@@ -16,7 +16,6 @@ The one-time start of the servers, pool, deployment and worker is reported besid
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import print_ratios, write_report
 from benchmarks.retrain import ROOT, scratch_project
 
 TARGET = 0.20
@@ -96,14 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         result = measure(Path(folder))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     print(f"{'setup (servers, pool, deployment, worker)':<44}{result['setup_s']:>8.2f} s")
     print(f"{'retrain, direct (edgecompress retrain)':<44}{result['direct_retrain_s']:>8.2f} s")
     print(f"{'retrain, through the worker':<44}{result['worker_retrain_s']:>8.2f} s")
-    for name, ratio in result["ratios"].items():
-        verdict = "" if ratio["met"] is None else ("pass" if ratio["met"] else "MISS")
-        print(f"{name:<44}{ratio['value']:>8.3f}   target {ratio['target']:<17}{verdict}")
+    print_ratios(result["ratios"], 44, 17)
     print(f"written to {args.out}")
     return 0
 
