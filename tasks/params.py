@@ -67,6 +67,7 @@ class TrainParams(_Section):
     epochs: int = Field(ge=0, le=10_000)
     batch_size: int = Field(ge=1, le=65_536)
     learning_rate: float = Field(gt=0.0, le=1.0)
+    lr_schedule: Literal["constant", "cosine"]
     fine_tune_epochs: int = Field(ge=0, le=10_000)
     fine_tune_layers: int = Field(ge=1, le=100_000)
     fine_tune_learning_rate: float = Field(gt=0.0, le=1.0)

@@ -75,8 +75,8 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, params: Tra
     return k.Model(inputs, outputs, name="edgecompress_cnn")
 
 
-def compile_model(model: tf_keras.Model, learning_rate: float) -> None:
-    """Adam on sparse categorical cross-entropy, reporting accuracy."""
+def compile_model(model: tf_keras.Model, learning_rate: float | Any) -> None:
+    """Adam on sparse categorical cross-entropy, reporting accuracy (`learning_rate`: a rate or a Keras schedule)."""
     k = keras()
     model.compile(
         optimizer=k.optimizers.Adam(learning_rate),
@@ -111,7 +111,8 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
     first with the backbone frozen (`epochs` at `learning_rate`), then the top `fine_tune_layers`
     of the backbone as well (`fine_tune_epochs` at `fine_tune_learning_rate`), its batch-norm
     layers kept frozen so their pretrained statistics survive small batches. Anything else trains
-    whole. `train.epochs: 0` keeps a given model as it is.
+    whole. With `lr_schedule: cosine` each phase's rate decays to 0 over its epochs, so training ends
+    on a settled model. `train.epochs: 0` keeps a given model as it is.
     """
     model = built.model
     if params.epochs == 0:
@@ -130,7 +131,11 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
         k = keras()
         for index, layer in enumerate(model.layers):
             layer.trainable = index >= frozen and not (transfer and isinstance(layer, k.layers.BatchNormalization))
-        compile_model(model, learning_rate)
+        rate: float | Any = learning_rate
+        if params.lr_schedule == "cosine":
+            steps = epochs * -(-len(train) // params.batch_size)
+            rate = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+        compile_model(model, rate)
         history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[epoch_logger(name, epochs)])
         for metric, values in history.history.items():
             curves.setdefault(metric, []).extend(float(v) for v in values)

@@ -45,3 +45,20 @@ def test_trained_model_beats_chance_by_far(trained: tuple[Layout, Params]) -> No
     assert accuracy > 0.8  # chance is 0.1
     assert isinstance(model, keras().Model)
     assert model.optimizer is None  # saved without optimizer state
+
+
+def test_cosine_schedule_ends_each_phase_at_a_rate_near_zero(trained: tuple[Layout, Params]) -> None:
+    from tasks import models
+    from tasks.train import train_model
+
+    layout, params = trained
+    fit, _ = data.load_fit_validation(layout, params.data)
+    settings = params.train.model_copy(update={"epochs": 2, "lr_schedule": "cosine"})
+    built = models.build(settings, fit.shape, len(fit.class_names), layout.root)
+    train_model(built, fit, settings)
+    optimizer = built.model.optimizer
+    steps = 2 * -(-len(fit) // settings.batch_size)
+    assert int(optimizer.iterations.numpy()) == steps
+    schedule = optimizer.get_config()["learning_rate"]
+    assert schedule["class_name"] == "CosineDecay" and schedule["config"]["decay_steps"] == steps
+    assert float(optimizer.learning_rate) < 0.01 * settings.learning_rate  # the rate of the last step
