@@ -121,3 +121,27 @@ def prefect_server() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=None):
         yield
         gc.freeze()  # see flows.compress.flush_prefect_services: keeps the harness's drain from hanging
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server: None) -> str:
+    """The session's Prefect API URL, for `edgecompress` subprocesses to share.
+
+    Without PREFECT_API_URL each command starts (and stops) a Prefect server of its own, as on a
+    user's machine: about 8 s of a 2-core machine per command. Tests about that default path
+    (kill -9, `serve`, bad input) leave the variable out; the rest share this one server.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "prefect_test_harness sets PREFECT_API_URL"
+    return str(url)
+
+
+def cli_env(prefect_api: str | None = None) -> dict[str, str]:
+    """The environment of an `edgecompress` subprocess: each project's own MLflow store, and Prefect's API
+    at `prefect_api` (None: the command starts a server of its own)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,15 @@ import pytest
 
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, TINY, make_project
+from tests.conftest import LOOSE_GATE, TINY, cli_env, make_project
 
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
 
-def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900
+    )
 
 
 @pytest.fixture
@@ -77,8 +77,8 @@ def test_missing_data_folder_fails_cleanly(project: Layout, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_run_prints_variants_and_where_the_time_went(project: Layout) -> None:
-    result = edgecompress("run", cwd=project.root)
+def test_run_prints_variants_and_where_the_time_went(project: Layout, prefect_api: str) -> None:
+    result = edgecompress("run", cwd=project.root, prefect_api=prefect_api)
     assert result.returncode == 0, result.stderr[-2000:]
     for text in ("int8_tflite", "float_tflite", "pruned", "tracking (MLflow)", "start-up", "total"):
         assert text in result.stdout
@@ -88,7 +88,7 @@ def test_run_prints_variants_and_where_the_time_went(project: Layout) -> None:
 
 
 @pytest.mark.slow
-def test_auto_quantization_from_the_command_line(project: Layout) -> None:
+def test_auto_quantization_from_the_command_line(project: Layout, prefect_api: str) -> None:
     result = edgecompress(
         "run",
         "-S",

@@ -19,7 +19,7 @@ from tasks.errors import DataError
 from tasks.gate import GateFailed
 from tasks.layout import Layout
 from tasks.params import load_params, write_overrides
-from tests.conftest import LOOSE_GATE, TINY, dvc, make_project
+from tests.conftest import LOOSE_GATE, TINY, cli_env, dvc, make_project
 from tests.test_data import make_folder, tree_digest
 
 pytestmark = pytest.mark.slow
@@ -157,10 +157,15 @@ def test_dvc_repro_runs_the_same_stages_without_prefect(project: Layout, first: 
     assert dvc_status(project) == {}
 
 
-def test_reproduce_rebuilds_the_champion_byte_for_byte(project: Layout, first: RunReport) -> None:
+def test_reproduce_rebuilds_the_champion_byte_for_byte(project: Layout, first: RunReport, prefect_api: str) -> None:
     registry.promote(first.tracking_uri, MODEL, "1")
     result = subprocess.run(
-        [EDGECOMPRESS, "reproduce", "champion"], cwd=project.root, capture_output=True, text=True, timeout=900
+        [EDGECOMPRESS, "reproduce", "champion"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        env=cli_env(prefect_api),
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     md5 = registry.client(first.tracking_uri).get_model_version(MODEL, "1").tags["model.md5"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from tasks import registry
 from tasks.layout import Layout
-from tests.conftest import LOOSE_GATE, TINY, dvc, make_project
+from tests.conftest import LOOSE_GATE, TINY, cli_env, dvc, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +24,10 @@ EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 MODEL = "edgecompress-digits"
 
 
-def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    return subprocess.run([EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900
+    )
 
 
 def versions(layout: Layout) -> list[str]:
@@ -40,9 +40,9 @@ def dvc_clean(layout: Layout) -> bool:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+def project(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Layout:
     layout = make_project(tmp_path_factory.mktemp("retrain") / "project", overrides=TINY + LOOSE_GATE)
-    first = edgecompress("retrain", cwd=layout.root)
+    first = edgecompress("retrain", cwd=layout.root, prefect_api=prefect_api)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "changed: prepare" in first.stdout
     assert "dvc push:" in first.stdout
@@ -66,10 +66,10 @@ def test_no_change_is_skipped_and_registers_nothing(project: Layout) -> None:
     assert versions(project) == ["1"]
 
 
-def test_an_added_image_triggers_a_retrain(project: Layout) -> None:
+def test_an_added_image_triggers_a_retrain(project: Layout, prefect_api: str) -> None:
     source = next((project.raw / "train" / "3").glob("*.png"))
     shutil.copy(source, project.raw / "train" / "3" / "added.png")
-    result = edgecompress("retrain", cwd=project.root)
+    result = edgecompress("retrain", cwd=project.root, prefect_api=prefect_api)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "prepare (changed outs: data/raw modified)" in result.stdout
     assert versions(project) == ["1", "2"]
@@ -77,14 +77,16 @@ def test_an_added_image_triggers_a_retrain(project: Layout) -> None:
     assert (project.raw / "train" / "3" / "added.png").is_file()  # the user's image is kept
 
 
-def test_two_retrains_at_once_leave_one_version(project: Layout) -> None:
+def test_two_retrains_at_once_leave_one_version(project: Layout, prefect_api: str) -> None:
     source = next((project.raw / "train" / "5").glob("*.png"))
     shutil.copy(source, project.raw / "train" / "5" / "added.png")
     before = versions(project)
     results: list[subprocess.CompletedProcess[str]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(edgecompress("retrain", cwd=project.root))) for _ in range(2)
-    ]
+
+    def retrain() -> None:
+        results.append(edgecompress("retrain", cwd=project.root, prefect_api=prefect_api))
+
+    threads = [threading.Thread(target=retrain) for _ in range(2)]
     for thread in threads:
         thread.start()
         time.sleep(0.5)
@@ -132,14 +134,13 @@ def test_checkout_names_missing_objects(project: Layout, tmp_path: Path) -> None
 
 
 def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
     server = subprocess.Popen(
         [EDGECOMPRESS, "serve", "--interval", "5"],
         cwd=project.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=cli_env(),  # serve starts and owns its server, as on a user's machine
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(server.stdout or []), daemon=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from tasks import sweep
 from tasks.errors import ParamsError
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, REPO, TINY, make_project
+from tests.conftest import LOOSE_GATE, REPO, TINY, cli_env, make_project
 
 EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
@@ -88,9 +87,10 @@ def test_the_best_is_the_smallest_that_passes_the_gate() -> None:
     assert [o.pareto_size for o in outcomes[:3]] == [True, True, True]
 
 
-def edgecompress(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    return subprocess.run([EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
+def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=1200
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_bad_sweeps_stop_before_any_trial(project: Layout, args: list[str], mess
 
 
 @pytest.mark.slow
-def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout) -> None:
+def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout, prefect_api: str) -> None:
     before = load_params(project.params_file)
     result = edgecompress(
         "sweep",
@@ -130,6 +130,7 @@ def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout) -> N
         "2",
         "--apply",
         cwd=project.root,
+        prefect_api=prefect_api,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((project.reports / "sweep.csv").open()))

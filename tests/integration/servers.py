@@ -275,6 +275,9 @@ class MlflowServer:
             "MLFLOW_AUTH_CONFIG_PATH": str(self.config),
             # The auth app's CSRF protection signs with it; several server processes must share one.
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret,
+            # MLflow's server-side job runner (GenAI jobs, trace roll-ups) starts seven more processes
+            # that edgecompress never uses.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             env.pop(name, None)
