@@ -128,8 +128,8 @@ def prefect_api(prefect_server: None) -> str:
     """The session's Prefect API URL, for `edgecompress` subprocesses to share.
 
     Without PREFECT_API_URL each command starts (and stops) a Prefect server of its own, as on a
-    user's machine: about 8 s of a 2-core machine per command. Tests about that default path
-    (kill -9, `serve`, bad input) leave the variable out; the rest share this one server.
+    user's machine: about 8 s of a 2-core machine per command. The tests about that default path
+    (kill -9, `serve`, a run with nothing to do) leave the variable out; the rest share this server.
     """
     from prefect.settings import PREFECT_API_URL
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, make_project
+from tests.conftest import TINY, cli_env, make_project
 
 # A real command per case: about two seconds each, a dozen for those that start a run.
 pytestmark = pytest.mark.slow
@@ -183,17 +183,16 @@ CASES: dict[str, Case] = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_and_leaves_nothing(name: str, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_and_leaves_nothing(name: str, tmp_path: Path, prefect_api: str) -> None:
     case = CASES[name]
     root = make_project(tmp_path / "project", overrides=TINY).root
     case.setup(root)
     before = (root / "params.yaml").read_bytes()
     had_db = (root / "mlflow.db").exists()
     args = [arg.replace("{source}", source(root)) for arg in case.args]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    result = subprocess.run(
-        [EDGECOMPRESS, *args], cwd=root, capture_output=True, text=True, env={**env, **case.env}, timeout=600
-    )
+    # The session's Prefect server (a failed run's own would only cost time); a case may name another.
+    env = {**cli_env(prefect_api), **case.env}
+    result = subprocess.run([EDGECOMPRESS, *args], cwd=root, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 1, result.stdout[-1000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr[-3000:]
