@@ -92,6 +92,7 @@ def test_qat_layer_names_are_checked(quantized: tuple[Layout, Params]) -> None:
         qat_model(load_model(layout.pruned_model), fit, settings, False, 1, 32, seed=0)
 
 
+@pytest.mark.slow  # QAT fine-tunes the model: about 25 s each
 def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Params]) -> None:
     layout, params = quantized
     settings = repo_params(["quantize.method=auto", "quantize.qat_epochs=1", "quantize.max_trials=2"]).quantize
@@ -125,6 +126,7 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
     assert model.input_dtype == np.int8 and "f" not in {d.kind for d in model.tensor_dtypes()}
 
 
+@pytest.mark.slow  # QAT fine-tunes the model: about 25 s each
 def test_qat_after_clustering_ships_the_zeros_or_refuses(quantized: tuple[Layout, Params]) -> None:
     """tfmot's prune-cluster-preserving QAT can lose a layer's zeros: never shipped silently."""
     layout, params = quantized
