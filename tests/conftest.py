@@ -69,6 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Params]:
 
 
 BIN = Path(sys.executable).parent
+EDGECOMPRESS = str(BIN / "edgecompress")
 
 
 def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -145,3 +146,12 @@ def cli_env(prefect_api: str | None = None) -> dict[str, str]:
     if prefect_api:
         env["PREFECT_API_URL"] = prefect_api
     return env
+
+
+def edgecompress(
+    *args: str, cwd: Path, prefect_api: str | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """`edgecompress ARGS` in `cwd` as a user runs it (cli_env), its output captured."""
+    return subprocess.run(
+        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=timeout
+    )

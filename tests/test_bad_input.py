@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, cli_env, make_project
+from tests.conftest import EDGECOMPRESS, TINY, cli_env, make_project
 
 # A real command per case: about two seconds each, a dozen for those that start a run.
 pytestmark = pytest.mark.slow
-
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
 
 @dataclass(frozen=True)

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, TINY, cli_env, make_project
-
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
-
-
-def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900
-    )
+from tests.conftest import LOOSE_GATE, TINY, edgecompress, make_project
 
 
 @pytest.fixture

@@ -9,23 +9,19 @@ version was gated under the committed thresholds.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from tasks import registry
 from tasks.layout import Layout
-from tests.conftest import LOOSE_GATE, TINY, dvc, make_project
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, TINY, cli_env, dvc, edgecompress, make_project
 
 pytestmark = pytest.mark.slow
 
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 MODEL = "edgecompress-digits"
 LEAK = "gate.max_accuracy_drop=0.97"  # a gate no committed setting would allow
 
@@ -41,14 +37,8 @@ RERUNS = {
 }
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-
-
 def run(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EDGECOMPRESS, "run", *args], cwd=layout.root, capture_output=True, text=True, env=env(), timeout=900
-    )
+    return edgecompress("run", *args, cwd=layout.root)  # its own Prefect server, as on a user's machine
 
 
 def kill_when(layout: Layout, marker: str, *args: str) -> list[int]:
@@ -59,7 +49,7 @@ def kill_when(layout: Layout, marker: str, *args: str) -> list[int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env(),
+        env=cli_env(),
     )
     assert process.stdout is not None
     seen: list[str] = []

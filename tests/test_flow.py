@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from tasks.errors import DataError
 from tasks.gate import GateFailed
 from tasks.layout import Layout
 from tasks.params import load_params, write_overrides
-from tests.conftest import LOOSE_GATE, TINY, cli_env, dvc, make_project
+from tests.conftest import LOOSE_GATE, TINY, dvc, edgecompress, make_project
 from tests.test_data import make_folder, tree_digest
 
 pytestmark = pytest.mark.slow
@@ -51,7 +49,6 @@ def first(project: Layout) -> RunReport:
 
 
 MODEL = "edgecompress-digits"
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 
 
 def first_experiment(report: RunReport) -> str:
@@ -159,14 +156,7 @@ def test_dvc_repro_runs_the_same_stages_without_prefect(project: Layout, first: 
 
 def test_reproduce_rebuilds_the_champion_byte_for_byte(project: Layout, first: RunReport, prefect_api: str) -> None:
     registry.promote(first.tracking_uri, MODEL, "1")
-    result = subprocess.run(
-        [EDGECOMPRESS, "reproduce", "champion"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        env=cli_env(prefect_api),
-        timeout=900,
-    )
+    result = edgecompress("reproduce", "champion", cwd=project.root, prefect_api=prefect_api)
     assert result.returncode == 0, result.stderr[-3000:]
     md5 = registry.client(first.tracking_uri).get_model_version(MODEL, "1").tags["model.md5"]
     assert f"identical: data/tflite/model_int8.tflite md5 {md5} is version 1's" in result.stdout

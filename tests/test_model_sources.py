@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +22,10 @@ from tasks import data, models, registry
 from tasks.errors import StageError
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, TINY, make_project
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, TINY, make_project
 
 pytestmark = pytest.mark.slow
 
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 # Fully mapped, or the run fails: the one gate check these tests are about besides registration.
 MAPPED = ["gate.min_edgetpu_mapped_fraction=1.0", "gate.max_edgetpu_subgraphs=1"]
 # The per-layer debugger converts the model once more; it is tested on the default model.

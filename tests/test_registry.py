@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -15,9 +14,7 @@ from tasks.gate import run_gate
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import edgetpu, evaluate, quantize
-from tests.conftest import LOOSE_GATE, repo_params
-
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, repo_params
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,18 +15,11 @@ import pytest
 
 from tasks import registry
 from tasks.layout import Layout
-from tests.conftest import LOOSE_GATE, TINY, cli_env, dvc, make_project
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, TINY, cli_env, dvc, edgecompress, make_project
 
 pytestmark = pytest.mark.slow
 
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
 MODEL = "edgecompress-digits"
-
-
-def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=900
-    )
 
 
 def versions(layout: Layout) -> list[str]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -14,9 +11,7 @@ from tasks import sweep
 from tasks.errors import ParamsError
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, REPO, TINY, cli_env, make_project
-
-EDGECOMPRESS = str(Path(sys.executable).parent / "edgecompress")
+from tests.conftest import LOOSE_GATE, REPO, TINY, edgecompress, make_project
 
 
 def test_grid_values_are_yaml_lists() -> None:
@@ -87,12 +82,6 @@ def test_the_best_is_the_smallest_that_passes_the_gate() -> None:
     assert [o.pareto_size for o in outcomes[:3]] == [True, True, True]
 
 
-def edgecompress(*args: str, cwd: Path, prefect_api: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EDGECOMPRESS, *args], cwd=cwd, capture_output=True, text=True, env=cli_env(prefect_api), timeout=1200
-    )
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     quick = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
@@ -131,6 +120,7 @@ def test_a_sweep_on_local_dask_workers_answers_and_applies(project: Layout, pref
         "--apply",
         cwd=project.root,
         prefect_api=prefect_api,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((project.reports / "sweep.csv").open()))
