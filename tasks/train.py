@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,7 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
             layer.trainable = index >= frozen and not (transfer and isinstance(layer, k.layers.BatchNormalization))
         rate: float | Any = learning_rate
         if params.lr_schedule == "cosine":
-            steps = epochs * -(-len(train) // params.batch_size)
+            steps = math.ceil(len(train) / params.batch_size) * epochs  # as tasks.prune.schedule_steps counts
             rate = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
         compile_model(model, rate)
         history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[epoch_logger(name, epochs)])
