@@ -321,11 +321,18 @@ def sweep(
 
 def _check_dask(address: str) -> None:
     """A scheduler that answers within seconds, or one line naming it."""
+    import socket
+
     from distributed import Client
+    from distributed.comm import parse_address, parse_host_port
 
     from tasks.errors import EdgecompressError
 
     try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            # A refused connection is an answer at once; Dask's client would retry it for its whole timeout.
+            socket.create_connection(parse_host_port(location), timeout=10).close()
         with Client(address, timeout=10):
             pass
     except (OSError, TimeoutError, ValueError) as error:
