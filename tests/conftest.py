@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,13 @@ from tasks.params import Params, apply_overrides, parse_params
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Commands that start a Prefect server of their own keep its database in PREFECT_HOME: one of the
+# test session's own (set before anything imports Prefect), not the developer's, and not one that
+# another pytest process (a second worker, a second checkout) writes at the same time.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="edgecompress-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+
 # Small budgets: enough epochs to learn the digits, few enough for a unit test.
 TINY = [
     "train.epochs=6",
@@ -29,6 +38,10 @@ TINY = [
     "data.calibration_size=50",
     "data.min_images_per_class=2",  # the tests' own folders hold a handful of images per class
 ]
+
+# Whole-project tests that do not read them skip the per-layer debugger's extra conversion and
+# time 5 invocations per .tflite, not 200 (tests/test_flow.py keeps both on: the default run).
+QUICK = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
 
 # Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets,
 # and no comparison with the champion, which would hinge on which of two nearly equal models
@@ -99,9 +112,14 @@ def make_project(target: Path, overrides: list[str] | None = None) -> Layout:
     subprocess.run(["git", "init", "-q"], cwd=target, check=True)
     subprocess.run([*git, "add", "-A"], cwd=target, check=True)
     subprocess.run([*git, "commit", "-qm", "project"], cwd=target, check=True)
-    # Keep DVC's remote for this copy inside the test's own folder.
+    # Keep DVC's remote for this copy inside the test's own folder: `dvc remote add --local -d`, through
+    # DVC's own config API rather than a command that imports DVC again for every project.
+    from dvc.config import Config
+
     remote = target.parent / f"{target.name}-dvcstore"
-    dvc("remote", "add", "--local", "-d", "-f", "local", str(remote), cwd=target)
+    with Config(dvc_dir=str(target / ".dvc")).edit("local") as config:
+        config["remote"]["local"] = {"url": str(remote)}
+        config["core"]["remote"] = "local"
     return Layout(target)
 
 

@@ -57,6 +57,10 @@ def source(root: Path) -> str:
     return f"data.source=folder:{root.parent / 'images'}"
 
 
+# No retries: the message is under test, not the back-off (about 7 s) before it.
+UNREACHABLE_TRACKING = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+
+
 def edit_params(old: str, new: str) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         path = root / "params.yaml"
@@ -162,7 +166,7 @@ CASES: dict[str, Case] = {
     "sweep out of range": Case(("sweep", "-S", "prune.final_sparsity=0.5,2"), "in grid point"),
     # --- the environment ------------------------------------------------------------------------
     "unreachable tracking server": Case(
-        ("run",), "tracking server http://127.0.0.1:9 is unreachable", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+        ("run",), "tracking server http://127.0.0.1:9 is unreachable", env=UNREACHABLE_TRACKING
     ),
     "unreachable Prefect server": Case(
         ("run",),
@@ -172,7 +176,7 @@ CASES: dict[str, Case] = {
     "unreachable tracking server on retrain": Case(
         ("retrain",),
         "tracking server http://127.0.0.1:9 is unreachable",
-        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        env=UNREACHABLE_TRACKING,
     ),
     "corrupt mlflow.db": Case(("history",), "not a usable MLflow store", write("mlflow.db", b"garbage" * 100)),
     "corrupt dvc.yaml": Case(("run",), "dvc:", write("dvc.yaml", b"stages: [unclosed\n")),

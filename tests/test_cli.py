@@ -10,12 +10,18 @@ import pytest
 
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import LOOSE_GATE, TINY, edgecompress, make_project
+from tests.conftest import LOOSE_GATE, QUICK, TINY, edgecompress, make_project
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Layout:
     return make_project(tmp_path / "project", overrides=TINY + LOOSE_GATE)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """One project for the two full runs: the second reruns only what its override changes."""
+    return make_project(tmp_path_factory.mktemp("cli") / "project", overrides=TINY + LOOSE_GATE + QUICK)
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *named: str) -> None:
@@ -59,17 +65,18 @@ def test_outside_a_project(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_missing_data_folder_fails_cleanly(project: Layout, tmp_path: Path) -> None:
+def test_missing_data_folder_fails_cleanly(project: Layout, tmp_path: Path, prefect_api: str) -> None:
     before = project.params_file.read_bytes()
-    result = edgecompress("run", "-S", f"data.source=folder:{tmp_path / 'absent'}", cwd=project.root)
+    override = f"data.source=folder:{tmp_path / 'absent'}"
+    result = edgecompress("run", "-S", override, cwd=project.root, prefect_api=prefect_api)
     assert_refused(result, "absent does not exist")
     assert project.params_file.read_bytes() == before  # a failed run keeps no -S override
     assert not (project.root / "data" / "raw").exists()
 
 
 @pytest.mark.slow
-def test_run_prints_variants_and_where_the_time_went(project: Layout, prefect_api: str) -> None:
-    result = edgecompress("run", cwd=project.root, prefect_api=prefect_api)
+def test_run_prints_variants_and_where_the_time_went(ran: Layout, prefect_api: str) -> None:
+    result = edgecompress("run", cwd=ran.root, prefect_api=prefect_api)
     assert result.returncode == 0, result.stderr[-2000:]
     for text in ("int8_tflite", "float_tflite", "pruned", "tracking (MLflow)", "start-up", "total"):
         assert text in result.stdout
@@ -79,7 +86,7 @@ def test_run_prints_variants_and_where_the_time_went(project: Layout, prefect_ap
 
 
 @pytest.mark.slow
-def test_auto_quantization_from_the_command_line(project: Layout, prefect_api: str) -> None:
+def test_auto_quantization_from_the_command_line(ran: Layout, prefect_api: str) -> None:
     result = edgecompress(
         "run",
         "-S",
@@ -88,10 +95,11 @@ def test_auto_quantization_from_the_command_line(project: Layout, prefect_api: s
         "quantize.qat_epochs=1",
         "-S",
         "quantize.max_trials=2",
-        cwd=project.root,
+        cwd=ran.root,
+        prefect_api=prefect_api,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((project.root / "data" / "reports" / "quantize.json").read_text())
+    report = json.loads((ran.root / "data" / "reports" / "quantize.json").read_text())
     assert report["trials"][0]["name"] == "ptq_int8"
     assert sum(trial["kept"] for trial in report["trials"]) == 1
-    assert load_params(project.params_file).quantize.method == "auto"  # a successful -S stays, as with dvc exp run
+    assert load_params(ran.params_file).quantize.method == "auto"  # a successful -S stays, as with dvc exp run

@@ -18,7 +18,7 @@ import pytest
 
 from tasks import registry
 from tasks.layout import Layout
-from tests.conftest import EDGECOMPRESS, LOOSE_GATE, TINY, cli_env, dvc, edgecompress, make_project
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, TINY, cli_env, dvc, edgecompress, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,7 @@ def versions(layout: Layout) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
-    quick = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
-    layout = make_project(tmp_path_factory.mktemp("faults") / "project", overrides=[*TINY, *LOOSE_GATE, *quick])
+    layout = make_project(tmp_path_factory.mktemp("faults") / "project", overrides=[*TINY, *LOOSE_GATE, *QUICK])
     first = run(layout)  # make_project committed these settings: what every rerun must use
     assert first.returncode == 0, first.stderr[-3000:]
     return layout
@@ -108,8 +107,9 @@ def test_kill_during_a_stage(project: Layout, stage: str) -> None:
 
 def test_kill_during_registration(project: Layout) -> None:
     before = len(versions(project))
-    # A new model, killed the moment MLflow has created its version, before its gate record is on it.
-    children = kill_when(project, "Created version", "-S", "train.epochs=7", "-S", LEAK)
+    # A new model (uint8 I/O: quantize and what follows run again), killed the moment MLflow has
+    # created its version, before its gate record is on it.
+    children = kill_when(project, "Created version", "-S", "quantize.io_dtype=uint8", "-S", LEAK)
     check_recovered(project, children, before)
     client = registry.client(f"sqlite:///{project.root / 'mlflow.db'}")
     statuses = {

@@ -22,14 +22,12 @@ from tasks import data, models, registry
 from tasks.errors import StageError
 from tasks.layout import Layout
 from tasks.params import load_params
-from tests.conftest import EDGECOMPRESS, LOOSE_GATE, TINY, make_project
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, TINY, make_project
 
 pytestmark = pytest.mark.slow
 
 # Fully mapped, or the run fails: the one gate check these tests are about besides registration.
 MAPPED = ["gate.min_edgetpu_mapped_fraction=1.0", "gate.max_edgetpu_subgraphs=1"]
-# The per-layer debugger converts the model once more; it is tested on the default model.
-QUICK = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
 
 
 @pytest.fixture(autouse=True)

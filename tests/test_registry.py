@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,11 +23,13 @@ def store(trained: tuple[Layout, Params], tmp_path_factory: pytest.TempPathFacto
     """Two gated versions registered in a fresh store as the flow does it: v1 with uint8 I/O, v2 as configured."""
     layout, _ = trained
     # The registry's machinery is under test, not the tiny model: thresholds it always meets.
-    params = repo_params(LOOSE_GATE)
+    # Neither the per-layer debugger's conversion nor 200 timed invocations: nothing here reads them.
+    quick = [*LOOSE_GATE, "quantize.debug_layers=false", "evaluate.latency_runs=5"]
+    params = repo_params(quick)
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("registry-test", artifact_location=(layout.root / "artifacts").as_uri())
-    for commit, settings in (("a" * 40, repo_params([*LOOSE_GATE, "quantize.io_dtype=uint8"])), ("b" * 40, params)):
+    for commit, settings in (("a" * 40, repo_params([*quick, "quantize.io_dtype=uint8"])), ("b" * 40, params)):
         quantize(layout, settings)
         evaluate(layout, settings)
         edgetpu(layout, settings)
@@ -127,7 +130,8 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+        # No retries: the message is under test, not the back-off (about 7 s) before it.
+        env={**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
         timeout=300,
     )
     assert result.returncode == 1

@@ -9,11 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import LOOSE_GATE, REPO, TINY, make_project
+from tests.conftest import LOOSE_GATE, QUICK, REPO, TINY, make_project
 from tests.integration import servers
-
-# Seconds, not minutes, per retrain: the suite checks the machinery, not the model.
-FAST = ["evaluate.latency_runs=20", "quantize.debug_layers=false"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     servers.announce = announce
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.TeamSetup]:
     """PostgreSQL, `mlflow server`, `prefect server`, the work pool, the deployment and two workers."""
     bin_dir = servers.postgres_bin()
@@ -45,7 +42,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.TeamSetup
             pytest.fail(reason)  # CI installs it: a skip there would hide a broken setup
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("team")
-    project = make_project(folder / "project", overrides=TINY + LOOSE_GATE + FAST)
+    project = make_project(folder / "project", overrides=TINY + LOOSE_GATE + QUICK)
     shutil.copy(REPO / "prefect.yaml", project.root / "prefect.yaml")
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run([*git, "add", "prefect.yaml"], cwd=project.root, check=True)
