@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# One pytest-xdist worker per core; a test file's tests stay on one worker, so its module fixtures
+# (a trained project, the team setup's servers) are built once; files are handed out in the order
+# tests/conftest.py collects them (longest first), not by their number of tests.
+PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test test-fast test-integration lint repro lock clean
 
@@ -21,11 +25,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
 
 ## test-fast: the unit tests only
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PARALLEL) -m "not slow"
 
 ## test-integration: only the team setup's real servers (PostgreSQL, MLflow, Prefect, workers); part of `test`
 test-integration: $(STAMP)

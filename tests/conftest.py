@@ -53,6 +53,26 @@ LOOSE_GATE = ["gate.min_accuracy=0.5", "gate.max_accuracy_drop=0.2", "gate.max_r
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tasks", "flows", ".dvc")
 
 
+# `make test` runs each test file whole on one pytest-xdist worker, in the order collected: the
+# longest files first (about 3 to 7 min of one worker each on 2 cores), so that none of them starts
+# last while the other worker idles. Every other file keeps its place after them.
+LONGEST_FIRST = (
+    "integration/test_team_setup.py",
+    "test_model_sources.py",
+    "test_flow.py",
+    "test_faults.py",
+    "test_retrain.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.relative_to(REPO / "tests").as_posix()
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a rank, the collected order
+
+
 def repo_params(overrides: list[str] | None = None) -> Params:
     """The repository's params.yaml with the tiny budgets and any further overrides."""
     raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
