@@ -43,6 +43,10 @@ TINY = [
 # time 5 invocations per .tflite, not 200 (tests/test_flow.py keeps both on: the default run).
 QUICK = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
 
+# A tracking server nothing answers at (a closed port on this machine's loopback), with no retries:
+# the tests about it check the one-line message, not the back-off (about 7 s) before it.
+UNREACHABLE_TRACKING = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+
 # Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets,
 # and no comparison with the champion, which would hinge on which of two nearly equal models
 # training produced. (tests/test_gate.py checks the thresholds themselves; the flow tests force

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import EDGECOMPRESS, TINY, cli_env, make_project
+from tests.conftest import EDGECOMPRESS, TINY, UNREACHABLE_TRACKING, cli_env, make_project
 
 # A real command per case: about two seconds each, a dozen for those that start a run.
 pytestmark = pytest.mark.slow
@@ -55,10 +55,6 @@ def folder(classes: dict[str, int], then: Callable[[Path], None] = lambda source
 
 def source(root: Path) -> str:
     return f"data.source=folder:{root.parent / 'images'}"
-
-
-# No retries: the message is under test, not the back-off (about 7 s) before it.
-UNREACHABLE_TRACKING = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 
 
 def edit_params(old: str, new: str) -> Callable[[Path], None]:

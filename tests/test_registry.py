@@ -15,7 +15,7 @@ from tasks.gate import run_gate
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import edgetpu, evaluate, quantize
-from tests.conftest import EDGECOMPRESS, LOOSE_GATE, repo_params
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, UNREACHABLE_TRACKING, repo_params
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def store(trained: tuple[Layout, Params], tmp_path_factory: pytest.TempPathFacto
     """Two gated versions registered in a fresh store as the flow does it: v1 with uint8 I/O, v2 as configured."""
     layout, _ = trained
     # The registry's machinery is under test, not the tiny model: thresholds it always meets.
-    # Neither the per-layer debugger's conversion nor 200 timed invocations: nothing here reads them.
-    quick = [*LOOSE_GATE, "quantize.debug_layers=false", "evaluate.latency_runs=5"]
+    # Nothing here reads the per-layer debugger's report or the timed invocations (QUICK).
+    quick = [*LOOSE_GATE, *QUICK]
     params = repo_params(quick)
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -124,14 +124,12 @@ def test_history_and_diff(store: tuple[str, Params, Layout]) -> None:
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    # A closed port on this machine's loopback: nothing listens, nothing leaves the machine.
     result = subprocess.run(
         [EDGECOMPRESS, "history", "--model", "anything"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        # No retries: the message is under test, not the back-off (about 7 s) before it.
-        env={**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+        env={**os.environ, **UNREACHABLE_TRACKING},
         timeout=300,
     )
     assert result.returncode == 1
