@@ -84,11 +84,16 @@ class OwnedServer:
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{database}"
+        # A session of its own: Ctrl-C in a terminal signals the command's process group, and the
+        # server must outlive the command's shutdown (a flow run's final state, a runner pausing its
+        # schedules, are reported to it). The command stops it afterwards; a killed command takes it
+        # along through the parent-death signal.
         self._process = subprocess.Popen(
             command,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
 
