@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -229,6 +231,10 @@ def _retrain(root: Path) -> RetrainReport:
         return _in_prefect(root, retrain_flow)
 
 
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
 @app.command()
 def serve(
     cron: Annotated[str | None, typer.Option(help="Cron schedule (default: retrain.cron in params.yaml).")] = None,
@@ -258,8 +264,15 @@ def serve(
 
         ui = PREFECT_UI_URL.value() or "no UI"
         typer.echo(f"serving retrain of {root} on {schedule}; Prefect UI: {ui}; Ctrl-C stops")
-        # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
-        retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
+        # Ctrl-C as KeyboardInterrupt, which Flow.serve catches to shut its runner down. Under
+        # Python's own handler, asyncio.run turns the first Ctrl-C into a cancellation of the
+        # runner's task instead, which the runner can absorb and go on serving.
+        previous = signal.signal(signal.SIGINT, _interrupt)
+        try:
+            # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
+            retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     # Schedules need Prefect's scheduler service, which the embedded server lacks: use
     # PREFECT_API_URL when set, else a local `prefect server` with its services and UI.
@@ -789,6 +802,8 @@ def diff(
 
 def main() -> None:
     """Entry point of the `edgecompress` script."""
+    # `kill -USR1 PID` prints every thread's stack to stderr: what a command that seems stuck is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app()
 
 

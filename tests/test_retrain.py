@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -125,6 +127,7 @@ def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=cli_env(),  # serve starts and owns its server, as on a user's machine
+        start_new_session=True,  # a terminal's foreground process group of its own
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(server.stdout or []), daemon=True)
@@ -133,12 +136,18 @@ def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
     while time.monotonic() < deadline and not any("skipped: no change" in line for line in lines):
         time.sleep(1)
     saw_run = any("skipped: no change" in line for line in lines)
-    server.send_signal(signal.SIGINT)
+    # Ctrl-C in a terminal: SIGINT to the whole process group, the next scheduled run's process included.
+    os.killpg(server.pid, signal.SIGINT)
     try:
-        code = server.wait(timeout=60)
+        code: int | None = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.send_signal(signal.SIGUSR1)  # every thread's stack, into the output below
+        time.sleep(2)
+        code = None
     finally:
-        if server.poll() is None:
-            server.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        reader.join(timeout=10)
     assert saw_run, "".join(lines[-40:])
-    assert code == 0
+    assert code == 0, "".join(lines[-120:])
     assert not any("Traceback" in line for line in lines)
