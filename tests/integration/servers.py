@@ -443,9 +443,15 @@ def wait_worker(program: Program, timeout: float = 120.0) -> None:
     say(f"{program.name}: started on pool {POOL}")
 
 
-def stop_worker(program: Program) -> None:
+def stop_worker(program: Program, timeout: float = 10.0) -> None:
+    """A worker asked to stop (Prefect's SIGTERM handling: no new runs), killed after `timeout`.
+
+    A worker whose Prefect server was gone for a while ("Service exceeded error threshold" in its
+    log) takes the signal but never finishes stopping; at teardown it has no run left to finish, so
+    the grace is short.
+    """
     if program.running:
-        program.stop()
+        program.stop(timeout)
         say(f"{program.name}: stopped")
 
 
@@ -514,9 +520,12 @@ class TeamSetup:
         users.join()
 
     def stop(self) -> None:
-        """Workers, then the servers, then the database; each stop announced."""
-        for program in self.workers.values():
-            stop_worker(program)
+        """Workers (side by side), then the servers, then the database; each stop announced."""
+        stopping = [threading.Thread(target=stop_worker, args=(program,)) for program in self.workers.values()]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
         self.prefect.stop()
         self.mlflow.stop()
         self.postgres.stop()
