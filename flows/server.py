@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -146,8 +146,14 @@ def startup_timeout() -> float:
 
 
 @contextmanager
-def prefect_api(scheduler: bool = False, database: Path | None = None) -> Iterator[str]:
-    """The API URL to use for the block: the configured one, else a server started here and stopped after."""
+def prefect_api(
+    scheduler: bool = False, database: Path | None = None, while_starting: Callable[[], object] | None = None
+) -> Iterator[str]:
+    """The API URL to use for the block: the configured one, else a server started here and stopped after.
+
+    `while_starting` is work the block needs anyway (imports) done while a started server boots,
+    on the core the server leaves idle; with a configured server it is not called.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     configured = configured_api()
@@ -157,6 +163,8 @@ def prefect_api(scheduler: bool = False, database: Path | None = None) -> Iterat
         return
     server = OwnedServer(scheduler, database)
     try:
+        if while_starting is not None:
+            while_starting()
         url = server.wait_ready(startup_timeout())
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
