@@ -9,13 +9,16 @@ what each step adds to the gzipped size), and MobileNetV2 at 224x224 with random
 downloaded; no accuracy without data). Latency is one thread, batch 1, on both CPU kernel sets
 (XNNPACK and the interpreter's built-in kernels), the median over rounds of each round's median,
 --runs invocations in all after warm-up, every variant taking its turn in each round; which
-kernel set is faster depends on the variant, so both are reported. Ratios are reported next to
-their targets, never asserted.
+kernel set is faster depends on the variant, so both are reported. The float conversion of the
+default model (and, without --quick, of MobileNetV2) is also timed against
+TFLiteConverter.from_keras_model, side by side (see tasks/quantize.py _converter). Ratios are
+reported next to their targets, never asserted.
 
 --quick is a smoke configuration: 5 latency runs (not 200), 11 predict timings of 200 inputs (not
 51 of 1,000), one epoch of QAT, a MobileNetV2 of alpha 0.35 at 32x32 with 16 calibration images
-(not alpha 1.0 at 224x224 with 300) in its float and int8 variants only and, when the default model
-has to be trained, the test suite's tiny training budgets. Both models are still measured; its
+(not alpha 1.0 at 224x224 with 300) in its float and int8 variants only, without timing its
+conversion against from_keras_model, and, when the default model has to be trained, the test
+suite's tiny training budgets. Both models are still measured; its
 figures are for the JSON's shape, not for the targets.
 """
 
@@ -78,6 +81,7 @@ class Config:
     mobilenet_alpha: float
     mobilenet_variants: tuple[str, ...]
     qat_epochs: int | None  # prune-preserving QAT's epochs; None: the project's quantize.qat_epochs
+    mobilenet_conversion: bool  # time MobileNetV2's float conversion both ways too, not just the default model's
     quick: bool
 
 
@@ -92,6 +96,7 @@ FULL = Config(
     mobilenet_alpha=1.0,
     mobilenet_variants=MOBILENET_VARIANTS,
     qat_epochs=None,
+    mobilenet_conversion=True,
     quick=False,
 )
 QUICK = Config(
@@ -103,8 +108,9 @@ QUICK = Config(
     mobilenet_calibration=16,
     mobilenet_size=32,
     mobilenet_alpha=0.35,
-    mobilenet_variants=("float", "int8"),  # what its ratios need; each conversion of MobileNetV2 is ~15 s
+    mobilenet_variants=("float", "int8"),  # what its ratios need
     qat_epochs=1,
+    mobilenet_conversion=False,  # from_keras_model alone would take a third of the quick run
     quick=True,
 )
 
@@ -122,6 +128,9 @@ class Target:
         return {"<=": value <= self.threshold, "<": value < self.threshold, ">=": value >= self.threshold}[self.op]
 
 
+CONVERSION = Target(
+    ">=", 2.0, "seconds to a float .tflite: TFLiteConverter.from_keras_model / tasks.quantize's converter"
+)
 TARGETS: dict[str, dict[str, Target]] = {
     "default": {
         "float_over_pruned_int8_gzip": Target(">=", 12.0, "float .tflite gzip bytes / pruned_int8 gzip bytes"),
@@ -143,12 +152,14 @@ TARGETS: dict[str, dict[str, Target]] = {
         "tflite_model_overhead_vs_raw": Target(
             "<", 0.10, "TFLiteModel.predict time / raw interpreter loop time - 1 (the higher of float and int8)"
         ),
+        "from_keras_model_over_converter_seconds": CONVERSION,
     },
     "mobilenet_v2": {
         "int8_over_float_size": Target("<=", 0.30, "int8 .tflite bytes / float .tflite bytes"),
         "builtin_float_over_int8_latency": Target(
             ">=", 1.5, "built-in kernels: float latency / int8 latency (batch 1, 1 thread)"
         ),
+        "from_keras_model_over_converter_seconds": CONVERSION,
     },
 }
 
@@ -357,7 +368,7 @@ def _ptq(mode: str, params: QuantizeParams) -> QuantizeParams:
 def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
     """The default model's variants, and the Keras-vs-TFLite comparison on it."""
     from tasks import data
-    from tasks.quantize import qat_model, qat_tflite, to_float_tflite, to_ptq_tflite
+    from tasks.quantize import qat_model, qat_tflite, to_ptq_tflite
     from tasks.train import load_model
 
     layout, params, source = default_models(project, workdir, config.quick)
@@ -366,8 +377,9 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
     clustered_model = load_model(layout.clustered_model)
     log.info("default: converting %d variants (%d calibration images)", len(DEFAULT_VARIANTS), len(calibration))
+    float_tflite, conversion = conversion_seconds(float_model)
     made = {
-        "float": to_float_tflite(float_model),
+        "float": float_tflite,
         **{mode: to_ptq_tflite(float_model, calibration, _ptq(mode, params.quantize)) for mode in PTQ_MODES},
         "pruned_int8": to_ptq_tflite(pruned_model, calibration, _ptq("int8", params.quantize)),
         "pruned_clustered_int8": to_ptq_tflite(clustered_model, calibration, _ptq("int8", params.quantize)),
@@ -403,6 +415,9 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         ),
         "predict_speedup_vs_keras": min(run["speedup_vs_keras"] for run in tflite_runs),
         "tflite_model_overhead_vs_raw": max(run["overhead_vs_raw"] for run in tflite_runs),
+        "from_keras_model_over_converter_seconds": round(
+            conversion["from_keras_model_s"] / conversion["converter_s"], 2
+        ),
     }
     # What each step adds, as gzipped size against the float .tflite: quantization alone, then
     # pruning before it, then clustering between the two.
@@ -420,6 +435,7 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         "one_test_image_points": round(100.0 / len(test_y), 3),  # the resolution of every accuracy above
         "calibration_images": len(calibration),
         "variants": variants,
+        "conversion_seconds": conversion,
         "ratios": ratios,
         "targets": judge(ratios, TARGETS["default"]),
     }
@@ -443,10 +459,16 @@ def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -
     # MobileNetV2's preprocessing maps pixels to [-1, 1]: calibrate on that range.
     calibration = rng.uniform(-1.0, 1.0, (config.mobilenet_calibration, size, size, 3)).astype(np.float32)
     sample = rng.uniform(-1.0, 1.0, (size, size, 3)).astype(np.float32)
+    conversion: dict[str, float] = {}
+    if config.mobilenet_conversion:
+        log.info("mobilenet_v2: converting to float with tasks.quantize's converter and with from_keras_model")
+        float_tflite, conversion = conversion_seconds(model)
+    else:
+        float_tflite = to_float_tflite(model)
     paths = {}
     for name in config.mobilenet_variants:
         log.info("mobilenet_v2: converting %s%s", name, f" ({len(calibration)} calibration images)" * (name == "int8"))
-        made = to_float_tflite(model) if name == "float" else to_ptq_tflite(model, calibration, _ptq(name, params))
+        made = float_tflite if name == "float" else to_ptq_tflite(model, calibration, _ptq(name, params))
         paths[name] = workdir / f"mobilenet_v2_{name}.tflite"
         paths[name].write_bytes(made)
     parameters = int(model.count_params())
@@ -461,14 +483,42 @@ def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -
             variants["float"]["latency_ms"]["builtin"] / variants["int8"]["latency_ms"]["builtin"], 3
         ),
     }
+    if conversion:
+        ratios["from_keras_model_over_converter_seconds"] = round(
+            conversion["from_keras_model_s"] / conversion["converter_s"], 2
+        )
     return {
         "source": f"tf_keras.applications.MobileNetV2(alpha={alpha}, input_shape=({size}, {size}, 3), weights=None)",
         "parameters": parameters,
         "calibration_images": config.mobilenet_calibration,
         "variants": variants,
+        "conversion_seconds": conversion,
         "ratios": ratios,
         "targets": judge(ratios, TARGETS["mobilenet_v2"]),
     }
+
+
+def conversion_seconds(model: Any) -> tuple[bytes, dict[str, float]]:
+    """The float .tflite, and the seconds to it: tasks.quantize's converter and from_keras_model in turn.
+
+    A first conversion in the process pays TensorFlow's one-time set-up, so one untimed conversion
+    comes first; the two results must be the same model (the same size: the same graph, signature
+    and names).
+    """
+    import tensorflow as tf
+
+    from tasks.quantize import to_float_tflite
+
+    to_float_tflite(model)
+    started = time.perf_counter()
+    ours = to_float_tflite(model)
+    converter_s = time.perf_counter() - started
+    started = time.perf_counter()
+    theirs = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    keras_s = time.perf_counter() - started
+    if len(ours) != len(theirs):
+        raise RuntimeError(f"the two conversions differ: {len(ours)} and {len(theirs)} bytes")
+    return ours, {"converter_s": round(converter_s, 2), "from_keras_model_s": round(keras_s, 2)}
 
 
 # --- report -------------------------------------------------------------------------------------
