@@ -32,11 +32,17 @@ def configure(root: Path) -> str:
     """Point MLflow at the project's store and experiment; return the tracking URI."""
     import mlflow
 
+    chosen = "MLFLOW_TRACKING_URI" in os.environ  # by the user, before MLflow's own export below
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
+    if not chosen:
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI. Left there, it would make the next
+        # project configured in this process (a test, a notebook, a sweep's worker) take this
+        # project's store for one the user chose.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         # With the local default, artifacts sit beside mlflow.db rather than in the caller's cwd.
-        location = None if "MLFLOW_TRACKING_URI" in os.environ else (root / "mlartifacts").resolve().as_uri()
+        location = None if chosen else (root / "mlartifacts").resolve().as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=location)
     mlflow.set_experiment(EXPERIMENT)
     return uri

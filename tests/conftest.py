@@ -147,6 +147,20 @@ def make_project(target: Path, overrides: list[str] | None = None) -> Layout:
     return Layout(target)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tracking_store_stays_in_its_file() -> Iterator[None]:
+    """mlflow.set_tracking_uri and set_experiment export these variables: a test file that sets a
+    store must not hand it to the next file on the same pytest-xdist worker."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def clean_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Use each project's own MLflow store, whatever the developer's shell has set."""
