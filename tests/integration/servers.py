@@ -414,9 +414,13 @@ def prefect_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeou
     return result.stdout
 
 
-def trigger(env: dict[str, str]) -> str:
-    """`prefect deployment run` of the retrain deployment; the new flow run's id."""
-    out = prefect_cli("deployment", "run", DEPLOYMENT, env=env)
+def trigger(env: dict[str, str], run_env: dict[str, str] | None = None) -> str:
+    """`prefect deployment run` of the retrain deployment; the new flow run's id.
+
+    `run_env`: environment variables for this flow run's process only (its `env` job variable).
+    """
+    options = ["--job-variable", f"env={json.dumps(run_env)}"] if run_env else []
+    out = prefect_cli("deployment", "run", DEPLOYMENT, *options, env=env)
     for line in out.splitlines():
         if "UUID:" in line:
             return line.split("UUID:")[1].strip()
