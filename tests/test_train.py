@@ -62,3 +62,31 @@ def test_cosine_schedule_ends_each_phase_at_a_rate_near_zero(trained: tuple[Layo
     schedule = optimizer.get_config()["learning_rate"]
     assert schedule["class_name"] == "CosineDecay" and schedule["config"]["decay_steps"] == steps
     assert float(optimizer.learning_rate) < 0.01 * settings.learning_rate  # the rate of the last step
+
+
+def test_fit_traces_its_training_step_once(trained: tuple[Layout, Params]) -> None:
+    # A first trace that creates variables (Adam's slots, the accuracy's counters) is traced a
+    # second time; tracing is most of a short fit (tasks.train.compile_model).
+    from tasks import models
+    from tasks.train import train_model
+
+    layout, params = trained
+    fit, _ = data.load_fit_validation(layout, params.data)
+    settings = params.train.model_copy(update={"epochs": 1})
+    assert len(fit) % settings.batch_size, "a smaller last batch, which must not be traced again either"
+    built = models.build(settings, fit.shape, len(fit.class_names), layout.root)
+    train_model(built, fit, settings)
+    assert built.model.train_function.experimental_get_tracing_count() == 1
+
+
+def test_accuracy_traces_the_model_once(trained: tuple[Layout, Params]) -> None:
+    from tasks.train import accuracy
+
+    layout, params = trained
+    model = load_model(layout.float_model)
+    test = data.load_test(layout, params.data)
+    assert len(test) % 256, "a smaller last batch"
+    measured = accuracy(model, test, batch_size=256)
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    x, y = test.arrays()
+    assert measured == float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
