@@ -11,7 +11,7 @@ downloaded; no accuracy without data). Latency is one thread, batch 1, on both C
 --runs invocations in all after warm-up, every variant taking its turn in each round; which
 kernel set is faster depends on the variant, so both are reported. The float conversion of the
 default model (and, without --quick, of MobileNetV2) is also timed against
-TFLiteConverter.from_keras_model, side by side (see tasks/quantize.py _converter). Ratios are
+TFLiteConverter.from_keras_model, side by side (see tasks/stages/quantize.py _converter). Ratios are
 reported next to their targets, never asserted.
 
 --quick is a smoke configuration: 5 latency runs (not 200), 11 predict timings of 200 inputs (not
@@ -42,9 +42,9 @@ import numpy as np
 
 import tasks  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from benchmarks import write_report
-from tasks.inference import OpResolver
 from tasks.layout import Layout
 from tasks.params import Params, QuantizeParams
+from tasks.stages.inference import OpResolver
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Target:
 
 
 CONVERSION = Target(
-    ">=", 2.0, "seconds to a float .tflite: TFLiteConverter.from_keras_model / tasks.quantize's converter"
+    ">=", 2.0, "seconds to a float .tflite: TFLiteConverter.from_keras_model / tasks.stages.quantize's converter"
 )
 TARGETS: dict[str, dict[str, Target]] = {
     "default": {
@@ -241,8 +241,8 @@ def measure_variants(
     paths: dict[str, Path], sample: np.ndarray, config: Config, test: tuple[np.ndarray, np.ndarray] | None
 ) -> dict[str, dict[str, Any]]:
     """Sizes, accuracy (when there is test data) and batch-1 single-thread latency per kernel set."""
-    from tasks.evaluate import file_sizes
-    from tasks.inference import TFLiteModel
+    from tasks.stages.evaluate import file_sizes
+    from tasks.stages.inference import TFLiteModel
 
     results: dict[str, dict[str, Any]] = {}
     for name, path in paths.items():
@@ -300,7 +300,7 @@ def raw_predict(path: Path, inputs: np.ndarray, batch_size: int) -> Callable[[],
 
 def keras_vs_tflite(keras_model: Any, tflites: dict[str, Path], x: np.ndarray, config: Config) -> dict[str, Any]:
     """Wall time of Keras predict and TFLiteModel.predict on the same inputs, and TFLiteModel's overhead."""
-    from tasks.inference import TFLiteModel
+    from tasks.stages.inference import TFLiteModel
 
     inputs = repeat_to(x, config.predict_inputs)
     batch = config.batch_size
@@ -345,7 +345,7 @@ def _project_params(project: Path, quick: bool) -> Params:
 
 def default_models(project: Path, workdir: Path, quick: bool) -> tuple[Layout, Params, str]:
     """The project's float and pruned models and data when they exist, else trained now by the stage functions."""
-    from tasks.stages import cluster, prepare, prune, train
+    from tasks.stages import STAGES
 
     layout = Layout(project)
     needed = [layout.float_model, layout.pruned_model, layout.clustered_model, layout.raw / "test", layout.calibration]
@@ -355,9 +355,9 @@ def default_models(project: Path, workdir: Path, quick: bool) -> tuple[Layout, P
     layout = Layout(workdir / "project")
     budget = "the test suite's tiny budgets (--quick)" if quick else "params.yaml"
     log.info("no trained models under %s: running prepare, train and prune with %s", project, budget)
-    for stage in (prepare, train, prune, cluster):
-        log.info("stage %s", stage.__name__)
-        stage(layout, params)
+    for name in ("prepare", "train", "prune", "cluster"):
+        log.info("stage %s", name)
+        STAGES[name](layout, params)
     return layout, params, f"trained now by tasks.stages prepare/train/prune into a temporary folder, {budget}"
 
 
@@ -367,13 +367,13 @@ def _ptq(mode: str, params: QuantizeParams) -> QuantizeParams:
 
 def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
     """The default model's variants, and the Keras-vs-TFLite comparison on it."""
-    from tasks import data
-    from tasks.quantize import qat_model, qat_tflite, to_ptq_tflite
-    from tasks.train import load_model
+    from tasks.stages import images
+    from tasks.stages.fit import load_model
+    from tasks.stages.quantize import qat_model, qat_tflite, to_ptq_tflite
 
     layout, params, source = default_models(project, workdir, config.quick)
-    test_x, test_y = data.load_test(layout, params.data).arrays()  # the digits' test split: small
-    calibration = data.load_calibration(layout, params.data)
+    test_x, test_y = images.load_test(layout, params.data).arrays()  # the digits' test split: small
+    calibration = images.load_calibration(layout, params.data)
     float_model, pruned_model = load_model(layout.float_model), load_model(layout.pruned_model)
     clustered_model = load_model(layout.clustered_model)
     log.info("default: converting %d variants (%d calibration images)", len(DEFAULT_VARIANTS), len(calibration))
@@ -386,7 +386,7 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     made = {"float": float_tflite, **quantized}
     qat_epochs = config.qat_epochs or params.quantize.qat_epochs
     log.info("default: prune-preserving QAT, %d epochs", qat_epochs)
-    fit, _ = data.load_fit_validation(layout, params.data)
+    fit, _ = images.load_fit_validation(layout, params.data)
     qat = qat_model(load_model(layout.pruned_model), fit, params.quantize, True, qat_epochs, 32, params.train.seed)
     made["pruned_qat_int8"] = qat_tflite(qat, calibration, params.quantize)
     paths = {}
@@ -445,8 +445,8 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
 
 def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -> dict[str, Any]:
     """MobileNetV2 (alpha 1.0, random weights): sizes and latencies of its variants."""
-    from tasks.quantize import to_float_tflite, to_ptq_tflite
-    from tasks.train import keras
+    from tasks.stages.fit import keras
+    from tasks.stages.quantize import to_float_tflite, to_ptq_tflite
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -459,7 +459,7 @@ def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -
     sample = rng.uniform(-1.0, 1.0, (size, size, 3)).astype(np.float32)
     conversion: dict[str, float] = {}
     if config.mobilenet_conversion:  # after the default model's conversions: TensorFlow is warm
-        log.info("mobilenet_v2: converting to float with tasks.quantize's converter and with from_keras_model")
+        log.info("mobilenet_v2: converting to float with tasks.stages.quantize's converter and with from_keras_model")
         float_tflite, conversion = conversion_seconds(model)
     else:
         float_tflite = to_float_tflite(model)
@@ -495,7 +495,7 @@ def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -
 
 
 def conversion_seconds(model: Any) -> tuple[bytes, dict[str, float]]:
-    """The float .tflite, and the seconds to it: tasks.quantize's converter and from_keras_model in turn.
+    """The float .tflite, and the seconds to it: tasks.stages.quantize's converter and from_keras_model in turn.
 
     Call it after other conversions: a first conversion in the process pays TensorFlow's one-time
     set-up. The two results must be the same model (the same size: the same graph, signature and
@@ -503,7 +503,7 @@ def conversion_seconds(model: Any) -> tuple[bytes, dict[str, float]]:
     """
     import tensorflow as tf
 
-    from tasks.quantize import to_float_tflite
+    from tasks.stages.quantize import to_float_tflite
 
     started = time.perf_counter()
     ours = to_float_tflite(model)

@@ -32,14 +32,14 @@ TRAIN = textwrap.dedent(
     import tensorflow as tf
     from tasks.layout import Layout
     from tasks.params import load_params
-    from tasks.stages import train
+    from tasks.stages import STAGES
 
     if sys.argv[2] == "off":
         tf.config.experimental.enable_op_determinism = lambda: None
     layout = Layout(Path(sys.argv[1]))
     params = load_params(Path(sys.argv[3]))
     started = time.perf_counter()
-    train(layout, params)
+    STAGES["train"](layout, params)
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "md5": hashlib.md5(layout.float_model.read_bytes()).hexdigest()}))
     """
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     import tasks  # noqa: F401
     from tasks.layout import Layout
     from tasks.params import load_params
-    from tasks.stages import prepare
+    from tasks.stages import STAGES
 
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        prepare(Layout(folder), load_params(ROOT / "params.yaml"))
+        STAGES["prepare"](Layout(folder), load_params(ROOT / "params.yaml"))
         for round_ in range(args.rounds):
             for mode in ("on", "off"):
                 _progress(f"round {round_ + 1}: train stage, op determinism {mode}")

@@ -59,8 +59,9 @@ def measure(project: Path) -> dict[str, Any]:
     """Seconds of a full run and of skipped retrains, warm (same process) and cold (new process)."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     import flows  # noqa: F401  (Prefect settings for a small machine)
-    from flows.compress import compress, flush_prefect_services
+    from flows.compress import compress
     from flows.retrain import RetrainReport, retrain
+    from flows.server import flush_prefect_services
 
     _progress("full run (in process; includes the embedded Prefect server's start-up)")
     started = time.perf_counter()

@@ -81,7 +81,7 @@ MEASURE = textwrap.dedent(
     from tasks.evaluate import keras_variant
     from tasks.layout import Layout
     from tasks.params import apply_overrides, parse_params, read_params_file
-    from tasks.stages import train
+    from tasks.stages import STAGES
 
     root, source, settings = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     overrides = [*settings, f"data.source=folder:{source}"]
@@ -92,7 +92,7 @@ MEASURE = textwrap.dedent(
     data.prepare(params.data, layout)
     seconds["prepare"] = time.perf_counter() - started
     started = time.perf_counter()
-    train(layout, params)
+    STAGES["train"](layout, params)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
     test = data.load_test(layout, params.data)

@@ -45,7 +45,7 @@ def sweep_seconds(project: Path, workers: int) -> tuple[float, list[Any]]:
     from prefect_dask import DaskTaskRunner
 
     from flows.sweep import sweep_flow
-    from tasks.sweep import worker_threads
+    from tasks.search.sweep import worker_threads
 
     cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
     runner = DaskTaskRunner(cluster_kwargs={**cluster, "dashboard_address": None})
@@ -59,15 +59,14 @@ def measure(project: Path) -> dict[str, Any]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     import flows  # noqa: F401  (Prefect settings for a small machine)
-    from flows.compress import flush_prefect_services
-    from flows.server import prefect_api
+    from flows.server import flush_prefect_services, prefect_api
     from tasks.params import write_overrides
 
     write_overrides(project / "params.yaml", SETTINGS)
     with prefect_api():
+        from tasks.bookkeeping.plan import Plan, run_stage
         from tasks.layout import Layout
         from tasks.params import load_params
-        from tasks.pipeline import Plan, run_stage
 
         layout = Layout(project)
         params = load_params(layout.params_file)

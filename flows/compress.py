@@ -13,13 +13,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from tasks import journal, pipeline, registry, summary, tracking
+from tasks import registry
+from tasks.bookkeeping import journal, summary, tracking
+from tasks.bookkeeping.lock import project_lock
+from tasks.bookkeeping.plan import Plan, StageOutcome, run_stage
+from tasks.bookkeeping.timing import Timings
 from tasks.errors import EdgecompressError
-from tasks.gate import GateFailed, GateResult, run_gate
 from tasks.layout import Layout
-from tasks.locking import project_lock
 from tasks.params import Params, load_params
-from tasks.timing import Timings
+from tasks.stages.gate import GateFailed, GateResult, run_gate
 
 SKIPPED = "skipped: no change"
 
@@ -33,7 +35,7 @@ class RunReport:
 
     run_id: str
     tracking_uri: str
-    stages: list[pipeline.StageOutcome]
+    stages: list[StageOutcome]
     metrics: dict[str, Any]
     gate: GateResult | None
     version: registry.Registered | None = None
@@ -70,29 +72,10 @@ def quiet_expected_errors() -> None:
             logger.addFilter(_ExpectedErrorsInOneLine())
 
 
-def flush_prefect_services(timeout: float = 30.0) -> None:
-    """Deliver Prefect's queued logs and events now, before the interpreter starts shutting down.
-
-    Prefect 3.8 drops its last strong reference to a queue service's asyncio task when it drains
-    the service. If the garbage collector runs in that window (likelier after a TensorFlow run
-    has filled the heap), the task is finalised from the main thread, its wake-up never reaches
-    the event loop, and the drain Prefect registers for interpreter exit waits forever. Freezing
-    the objects alive now keeps the task reachable until it has finished.
-    """
-    import gc
-
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    gc.freeze()
-    APILogWorker.drain_all(timeout=timeout)
-    EventsWorker.drain_all(timeout=timeout)
-
-
 @task(cache_policy=NO_CACHE)
-def plan(layout: Layout, params: Params, uri: str) -> pipeline.Plan:
+def plan(layout: Layout, params: Params, uri: str) -> Plan:
     """What must run and why: DVC's status of every stage, and whether the last successful run still stands."""
-    return pipeline.Plan(layout, params, uri)
+    return Plan(layout, params, uri)
 
 
 def publish(key: str, markdown: str, description: str) -> None:
@@ -108,12 +91,12 @@ def publish(key: str, markdown: str, description: str) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def stage(layout: Layout, params: Params, name: str, plan: pipeline.Plan) -> pipeline.StageOutcome:
+def stage(layout: Layout, params: Params, name: str, plan: Plan) -> StageOutcome:
     """One pipeline stage, skipped when DVC reports it up to date."""
-    return pipeline.run_stage(layout, params, name, plan)
+    return run_stage(layout, params, name, plan)
 
 
-def pipeline_stage(name: str, layout: Layout, params: Params, plan: pipeline.Plan) -> pipeline.StageOutcome:
+def pipeline_stage(name: str, layout: Layout, params: Params, plan: Plan) -> StageOutcome:
     """The stage task under the stage's own name, as the Prefect UI shows it."""
     return stage.with_options(name=name, task_run_name=name)(layout, params, name, plan)
 

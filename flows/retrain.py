@@ -11,10 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from flows.compress import SKIPPED, RunReport, compress, publish, quiet_expected_errors
-from tasks import pipeline, summary, tracking, versioning
+from tasks.bookkeeping import summary, tracking, versioning
+from tasks.bookkeeping.lock import project_lock
+from tasks.bookkeeping.plan import pending
 from tasks.errors import EdgecompressError
 from tasks.layout import Layout
-from tasks.locking import project_lock
 from tasks.params import Params, load_params
 
 
@@ -40,7 +41,7 @@ class RetrainReport:
 @task(cache_policy=NO_CACHE)
 def what_changed(layout: Layout, params: Params) -> dict[str, str]:
     """Stages DVC (or the world outside the project) reports out of date, with the reason."""
-    return pipeline.pending(layout, params, tracking.tracking_uri(layout.root))
+    return pending(layout, params, tracking.tracking_uri(layout.root))
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -20,8 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TypeVar
 
 from tasks.errors import EdgecompressError
+
+T = TypeVar("T")
 
 
 def _die_with_parent() -> None:
@@ -170,3 +173,41 @@ def prefect_api(
             yield url
     finally:
         server.stop()
+
+
+def flush_prefect_services(timeout: float = 30.0) -> None:
+    """Deliver Prefect's queued logs and events now, before the interpreter starts shutting down.
+
+    Prefect 3.8 drops its last strong reference to a queue service's asyncio task when it drains
+    the service. If the garbage collector runs in that window (likelier after a TensorFlow run
+    has filled the heap), the task is finalised from the main thread, its wake-up never reaches
+    the event loop, and the drain Prefect registers for interpreter exit waits forever. Freezing
+    the objects alive now keeps the task reachable until it has finished.
+    """
+    import gc
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    gc.freeze()
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
+def in_prefect(
+    root: Path, call: Callable[[], T], scheduler: bool = False, while_starting: Callable[[], object] | None = None
+) -> T:
+    """Run a flow as every command does: a Prefect API, domain logs shown, Prefect flushed after."""
+    import logging
+
+    # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
+    logging.getLogger("tasks").setLevel(logging.INFO)
+    # serve's own server keeps this project's schedule and history in the project (beside DVC's
+    # tmp files), not in Prefect's home: runs that an earlier serve of another folder scheduled
+    # there would otherwise reach this one, with that folder's path.
+    database = root / ".dvc" / "tmp" / "edgecompress-prefect.db" if scheduler else None
+    with prefect_api(scheduler=scheduler, database=database, while_starting=while_starting):
+        try:
+            return call()
+        finally:
+            flush_prefect_services()

@@ -15,10 +15,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.compress import pipeline_stage, publish, quiet_expected_errors
-from tasks import pipeline, registry, sweep, tracking
+from tasks import registry
+from tasks.bookkeeping import tracking
+from tasks.bookkeeping.lock import project_lock
+from tasks.bookkeeping.plan import Plan
 from tasks.layout import Layout
-from tasks.locking import project_lock
 from tasks.params import load_params, write_overrides
+from tasks.search import sweep
 
 
 @dataclass
@@ -53,7 +56,7 @@ def sweep_flow(project: str, grid: dict[str, list[Any]], threads: int | None = N
     specs = sweep.expand(layout.params_file, grid)
     uri = tracking.tracking_uri(layout.root)
     with project_lock(layout.root, params.retrain.wait_s):
-        todo = pipeline.Plan(layout, params)
+        todo = Plan(layout, params)
         pipeline_stage("prepare", layout, params, todo)
         pipeline_stage("train", layout, params, todo)
         with sweep.scratch_folder(layout) as scratch:
@@ -66,7 +69,7 @@ def sweep_flow(project: str, grid: dict[str, list[Any]], threads: int | None = N
             outcomes = [future.result() for future in futures]
         best = sweep.judge(outcomes, params, champion(uri, params.registry.model_name))
         written = sweep.write_answer(layout, outcomes)
-        run_id = tracking.log_sweep(layout.root, grid, outcomes, best, written)
+        run_id = sweep.log_sweep(layout.root, grid, outcomes, best, written)
         publish("sweep", sweep.markdown(outcomes, best), "sweep results")
         if apply and best is not None:
             write_overrides(layout.params_file, list(best.trial.overrides))

@@ -1,4 +1,12 @@
-"""edgecompress domain code: one module per pipeline stage; nothing here imports Prefect."""
+"""edgecompress's domain; nothing here imports Prefect.
+
+- stages/       the pipeline, one module per stage (prepare, train, prune, cluster, quantize, evaluate,
+                edgetpu), with the model sources, the image reader and the gate
+- registry/     a gated model's life in MLflow: register, promote, lineage, reproduce, the pyfunc
+- bookkeeping/  a run's plan, DVC and git, journal, lock, MLflow runs, summaries
+- search/       the sweep over settings
+- params.py, layout.py, fsutil.py, errors.py: the settings, where files live, whole-file writes, errors
+"""
 
 import os
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import tempfile
@@ -9,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 @cache
@@ -69,3 +73,18 @@ def write_text(final: Path, text: str) -> None:
     """Write a text file all at once."""
     with staging_file(final) as tmp:
         tmp.write_text(text)
+
+
+def write_json(final: Path, payload: dict[str, Any]) -> None:
+    """A JSON report, keys sorted, written all at once."""
+    write_text(final, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(final: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """A table for `dvc plots` (csv, not a join: tensor names may hold commas); `columns` when empty."""
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else columns or ["empty"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(final, buffer.getvalue())

@@ -106,3 +106,15 @@ class Layout:
     def gate_report(self) -> Path:
         """Not a DVC out: the verdict depends on the registry's champion, not only on files."""
         return self.reports / "gate.json"
+
+
+def check_project(root: Path) -> None:
+    """A project folder: params.yaml and a DVC repository; checked before anything is written."""
+    from tasks.errors import EdgecompressError
+
+    if not (root / "params.yaml").is_file():
+        raise EdgecompressError(f"{root / 'params.yaml'}: not found (run from the project folder or pass --project)")
+    if not (root / ".dvc").is_dir():
+        raise EdgecompressError(
+            f"{root}: not a DVC repository; run from the project folder (or `git init && dvc init` a copy)"
+        )

@@ -58,7 +58,7 @@ BUILT_IN_MODELS = ("cnn", "mobilenet_v2", "mobilenet_v3_small")
 
 
 class TrainParams(_Section):
-    """Where the float model comes from (tasks/models.py) and how it is trained."""
+    """Where the float model comes from (tasks/stages/models.py) and how it is trained."""
 
     model: str
     weights: str | None
@@ -367,23 +367,17 @@ def render_overrides(path: Path, overrides: list[str]) -> str:
     return buffer.getvalue()
 
 
-def write_overrides(path: Path, overrides: list[str], journaled: bool = False) -> Params:
+def write_overrides(path: Path, overrides: list[str]) -> Params:
     """Validate overrides, then write them into params.yaml keeping its comments.
 
     Like `dvc exp run -S`, the override lands in the params file so that dvc.lock,
     `dvc status` and the MLflow run all describe the same values. Nothing is written
-    when any override is invalid. `journaled`: keep the original in params.yaml.journal first
-    (tasks/journal.py), so that it can be put back if the run fails or dies.
+    when any override is invalid. A run writes them through tasks.bookkeeping.journal instead,
+    which keeps the original to put back if the run fails or dies.
     """
-    from tasks import journal
     from tasks.fsutil import write_text
 
     params = check_overrides(path, overrides)
-    if not overrides:
-        return params
-    original = path.read_text()
-    text = render_overrides(path, overrides)
-    if journaled:
-        journal.begin_overrides(path.parent, original, path.stat().st_mode & 0o7777, text)
-    write_text(path, text)
+    if overrides:
+        write_text(path, render_overrides(path, overrides))
     return params

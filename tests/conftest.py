@@ -40,7 +40,7 @@ TINY = [
 ]
 
 # Whole-project tests that do not read them skip the per-layer debugger's extra conversion and
-# time 5 invocations per .tflite, not 200 (tests/test_flow.py keeps both on: the default run).
+# time 5 invocations per .tflite, not 200 (tests/flows/test_compress.py keeps both on: the default run).
 QUICK = ["quantize.debug_layers=false", "evaluate.latency_runs=5"]
 
 # A tracking server nothing answers at (a closed port on this machine's loopback), with no retries:
@@ -49,7 +49,7 @@ UNREACHABLE_TRACKING = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTT
 
 # Whole-project tests check the machinery, not the tiny model's quality: thresholds it always meets,
 # and no comparison with the champion, which would hinge on which of two nearly equal models
-# training produced. (tests/test_gate.py checks the thresholds themselves; the flow tests force
+# training produced. (tests/stages/test_gate.py checks the thresholds themselves; the flow tests force
 # the failures they are about explicitly.)
 LOOSE_GATE = ["gate.min_accuracy=0.5", "gate.max_accuracy_drop=0.2", "gate.max_regression_vs_champion=null"]
 
@@ -62,10 +62,10 @@ PROJECT_FILES = ("params.yaml", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gi
 # last while the other worker idles. Every other file keeps its place after them.
 LONGEST_FIRST = (
     "integration/test_team_setup.py",
-    "test_model_sources.py",
-    "test_flow.py",
-    "test_faults.py",
-    "test_retrain.py",
+    "stages/test_models.py",
+    "flows/test_compress.py",
+    "flows/test_faults.py",
+    "flows/test_retrain.py",
 )
 
 
@@ -96,12 +96,12 @@ def layout(tmp_path: Path) -> Layout:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, Params]:
     """A folder where prepare, train, prune and cluster have run once on the tiny budget (shared, read-only)."""
-    from tasks.stages import cluster, prepare, prune, train
+    from tasks.stages import STAGES
 
     layout = Layout(tmp_path_factory.mktemp("trained"))
     params = repo_params()
-    for stage in (prepare, train, prune, cluster):
-        stage(layout, params)
+    for name in ("prepare", "train", "prune", "cluster"):
+        STAGES[name](layout, params)
     return layout, params
 
 

@@ -280,10 +280,10 @@ def test_reader_reads_and_loads_but_may_not_move_champion(team: TeamSetup) -> No
 def test_served_champion_answers_like_tflitemodel(team: TeamSetup, tmp_path: Path) -> None:
     import mlflow
 
-    from tasks.data import load_calibration
-    from tasks.inference import TFLiteModel
     from tasks.layout import Layout
     from tasks.params import load_params
+    from tasks.stages.images import load_calibration
+    from tasks.stages.inference import TFLiteModel
 
     layout = Layout(team.project)
     images = load_calibration(layout, load_params(layout.params_file).data).head(16).arrays()[0].astype(np.float32)
@@ -358,7 +358,7 @@ def test_serve_prints_a_ui_address_whose_ui_finds_its_api(team: TeamSetup) -> No
             try:
                 serve.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                # Not what this test is about (tests/test_retrain.py checks Ctrl-C), but worth a
+                # Not what this test is about (tests/flows/test_retrain.py checks Ctrl-C), but worth a
                 # report: every thread's stack, written into serve.log.
                 serve.process.send_signal(signal.SIGUSR1)
                 time.sleep(2)

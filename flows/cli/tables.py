@@ -1,0 +1,242 @@
+"""Everything the command line prints as tables: a run, the gate, a sweep, the registry, the preflight."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from flows.compress import RunReport
+    from flows.sweep import SweepReport
+    from tasks.stages.edgetpu import CompilerReport, Preflight
+
+
+def print_report(report: RunReport, process_started: float, finished: float) -> None:
+    """A run: every variant, where the time went, the Edge TPU mapping, the gate, the registry."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if report.skipped or report.gate is None:
+        assert report.version is not None  # a skipped run stands for a registered version
+        recorded = "" if report.recorded else "; not recorded in Prefect (no server configured)"
+        console.print(
+            f"nothing changed: every stage is up to date and no setting changed since MLflow run {report.run_id}, "
+            f"which registered version {report.version.version}; it stands ({finished - process_started:.1f} s"
+            f"{recorded})"
+        )
+        return
+    variants = Table(title="variants (test split)")
+    for column in ("variant", "accuracy", "size bytes", "gzip bytes"):
+        variants.add_column(column, justify="left" if column == "variant" else "right")
+    evaluation = report.metrics["evaluate"]
+    for name in ("float", "pruned", "clustered", "float_tflite", evaluation["shipped"]):
+        if name not in evaluation:
+            continue  # clustered: only when cluster.enabled
+        values = evaluation[name]
+        variants.add_row(name, f"{values['accuracy']:.4f}", f"{values['size_bytes']:,}", f"{values['gzip_bytes']:,}")
+    console.print(variants)
+
+    timing = Table(title="where the time went")
+    for column in ("step", "status", "seconds"):
+        timing.add_column(column, justify="right" if column == "seconds" else "left")
+    in_stages = 0.0
+    for outcome in report.stages:
+        timing.add_row(outcome.name, "ran" if outcome.ran else "skipped", f"{outcome.seconds:.1f}")
+        in_stages += outcome.seconds
+    tracking = report.seconds.get("tracking", 0.0)
+    startup = report.started_at - process_started
+    orchestration = (finished - report.started_at) - in_stages - tracking
+    timing.add_row("tracking (MLflow)", "", f"{tracking:.1f}")
+    timing.add_row("orchestration (Prefect, DVC)", "", f"{max(orchestration, 0.0):.1f}")
+    timing.add_row("start-up (imports, Prefect server)", "", f"{startup:.1f}")
+    timing.add_row("total", "", f"{finished - process_started:.1f}", style="bold")
+    console.print(timing)
+    tpu = report.metrics["edgetpu"]
+    console.print(
+        f"Edge TPU: {tpu['mapped_fraction']:.0%} of operators mapped, {tpu['subgraphs']} subgraph(s) ({tpu['note']})"
+    )
+    print_gate(report.gate.to_dict())
+    console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
+    if report.version is not None:
+        verb = "registered" if report.version.new else "already registered (same model) as"
+        console.print(f"{verb} version {report.version.version}, now 'candidate'")
+    if report.promoted is not None:
+        console.print(report.promoted.message)
+
+
+def print_gate(gate: dict[str, Any]) -> None:
+    """Every check of a gate result (gate.json's form): observed, threshold, verdict, note."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"gate: {gate['verdict']}")
+    for column in ("check", "observed", "threshold", "verdict", "note"):
+        table.add_column(column)
+    for check in gate["checks"]:
+        observed = "-" if check["observed"] is None else f"{check['observed']:.6g}"
+        threshold = "-" if check["threshold"] is None else f"{check['comparison']} {check['threshold']:.6g}"
+        style = {"fail": "red", "pass": "green"}.get(check["verdict"], "dim")
+        table.add_row(check["name"], observed, threshold, check["verdict"], check["note"], style=style)
+    Console().print(table)
+
+
+def print_sweep(report: SweepReport, root: Path) -> None:
+    """The trials, where the answer was written, and the best trial that passes the gate."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="sweep (test split; shipped int8 model of each trial)")
+    for column in (
+        "trial",
+        "settings",
+        "accuracy",
+        "gzip bytes",
+        "ms (builtin)",
+        "ms (xnnpack)",
+        "TPU",
+        "gate",
+        "front",
+    ):
+        table.add_column(column)
+    for outcome in report.outcomes:
+        if outcome.status != "ok":
+            table.add_row(outcome.trial.name, outcome.trial.settings, "failed", "", "", "", "", "", outcome.error[:60])
+            continue
+        m = outcome.metrics
+        front = "/".join(
+            name for name, on in (("size", outcome.pareto_size), ("latency", outcome.pareto_latency)) if on
+        )
+        table.add_row(
+            outcome.trial.name,
+            outcome.trial.settings,
+            f"{m['accuracy']:.4f}",
+            f"{m['gzip_bytes']:,}",
+            f"{m['latency_ms_builtin']:.3f}",
+            f"{m['latency_ms_xnnpack']:.3f}",
+            f"{m['edgetpu_mapped_fraction']:.0%}",
+            outcome.gate,
+            front,
+        )
+    console.print(table)
+    console.print(f"table: {report.csv.relative_to(root)}; Pareto front: {report.plot.relative_to(root)}")
+    console.print(f"MLflow run {report.run_id} (a nested run per trial)")
+    if report.best is None:
+        console.print("no trial passes the gate")
+    elif report.applied:
+        console.print(
+            f"best that passes the gate: {report.best.trial.name}; written into params.yaml "
+            f"({report.best.trial.settings}) - `edgecompress run` builds and registers it through the gate"
+        )
+    else:
+        console.print(
+            f"best that passes the gate: {report.best.trial.name} ({report.best.trial.settings}); --apply writes it"
+        )
+    failed = [o for o in report.outcomes if o.status != "ok"]
+    if failed:
+        console.print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{o.trial.name}: {o.error}" for o in failed))
+
+
+def two_columns(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, Any]]) -> Any:
+    """A two-column rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+def print_lineage(name: str, record: dict[str, Any]) -> None:
+    """How a version was made: run, code, data hashes, gate, metrics, params."""
+    from rich.console import Console
+
+    console = Console()
+    aliases = ", ".join(record["aliases"]) or "no alias"
+    console.print(f"[bold]{name} version {record['version']}[/bold] ({aliases})  run {record['run_id']}")
+    dirty = " (uncommitted changes)" if record["code"]["dirty"] == "true" else ""
+    console.print(f"code: git {record['code']['commit']}{dirty}")
+    console.print(
+        two_columns("data (DVC hashes recorded in the run's dvc.lock)", ("path", "md5"), record["data"].items())
+    )
+    if record["gate"]:
+        print_gate(record["gate"])
+    shown = {k: f"{v:.6g}" for k, v in record["metrics"].items() if k.startswith(("evaluate.", "prune.sparsity"))}
+    console.print(two_columns("metrics", ("metric", "value"), shown.items()))
+    console.print(two_columns("params", ("param", "value"), record["params"].items()))
+
+
+def print_history(name: str, rows: list[dict[str, Any]]) -> None:
+    """One row per registered version: aliases, gate verdict, key metrics, commit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name} versions")
+    for column in ("version", "aliases", "gate", "int8 acc", "float acc", "int8 bytes", "sparsity", "commit"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            ", ".join(row["aliases"]),
+            row["gate"],
+            _num(row["int8_accuracy"], ".4f"),
+            _num(row["float_accuracy"], ".4f"),
+            _num(row["int8_size_bytes"], ",.0f"),
+            _num(row["sparsity"], ".3f"),
+            row["git_commit"],
+        )
+    Console().print(table)
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_diff(result: dict[str, Any]) -> None:
+    """What differs between two versions, section by section."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    va, vb = result["versions"]
+    for section in ("params", "metrics", "data", "code"):
+        table = Table(title=f"{section}: version {va} vs {vb}")
+        table.add_column("key")
+        table.add_column(f"v{va}")
+        table.add_column(f"v{vb}")
+        for key, (left, right) in result[section].items():
+            table.add_row(key, str(left), str(right))
+        if result[section]:
+            console.print(table)
+        else:
+            console.print(f"{section}: no difference")
+
+
+def print_preflight(model: Path, predicted: Preflight, compiled: CompilerReport | None, found: bool) -> None:
+    """The preflight's operator table and verdict, and the compiler's own table when it ran."""
+    typer.echo(f"Edge TPU preflight (offline prediction) for {model}\n")
+    typer.echo(predicted.table())
+    mapped = f"{predicted.mapped}/{predicted.total} operators on the Edge TPU ({predicted.mapped_fraction:.0%})"
+    typer.echo(f"\n{mapped}, {predicted.subgraphs} Edge TPU subgraph(s)")
+    if predicted.uncertain:
+        typer.echo(
+            f"{predicted.uncertain} more not documented: may fall back (counted off the Edge TPU; "
+            f"at most {predicted.mapped_fraction_max:.0%} if they map)"
+        )
+    if predicted.explanation is not None:
+        typer.echo("\n" + "\n".join(predicted.explanation.lines()))
+    if predicted.error:
+        typer.echo(f"verdict: {predicted.error}")
+    for warning in predicted.warnings:
+        typer.echo(f"warning: {warning}")
+    if compiled is not None:
+        typer.echo(f"\nedgetpu_compiler {compiled.version}\n")
+        typer.echo(compiled.table())
+    elif not found:
+        typer.echo("\nedgetpu_compiler not found: this is the preflight's prediction only")

@@ -1,0 +1,190 @@
+"""How a command starts a flow: the project lock, `-S` overrides under the journal, a Prefect API, the flush.
+
+Each function here is what one command does around its flow, so the command line only parses,
+calls one of them and prints. A run with nothing to do is answered before any Prefect server
+starts; everything else runs under `in_prefect` (flows/server.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+from flows.server import configured_api, in_prefect
+
+if TYPE_CHECKING:
+    from flows.compress import RunReport
+    from flows.retrain import RetrainReport
+    from flows.sweep import SweepReport
+
+
+def compress(root: Path, overrides: list[str], wait_s: float, process_started: float) -> RunReport:
+    """The compress flow with -S overrides in params.yaml for its duration, kept only if it succeeds.
+
+    The project lock is taken before params.yaml is touched, so a second run never rewrites the
+    settings of a running one; the original waits in params.yaml.journal, so that a killed run's
+    overrides are undone by whatever runs next (tasks/bookkeeping/journal.py).
+    """
+    from tasks.bookkeeping import journal
+    from tasks.bookkeeping.lock import project_lock
+
+    with project_lock(root, wait_s):
+        journal.write_overrides(root, overrides)
+        try:
+            report = unchanged(root, process_started) or in_prefect(
+                root, lambda: _compress_flow(root), while_starting=_import_stages
+            )
+        except BaseException:
+            journal.end_overrides(root, keep=False)
+            raise
+        journal.end_overrides(root, keep=True)
+    return report
+
+
+def _compress_flow(root: Path) -> RunReport:
+    from flows.compress import compress as flow
+
+    return cast("RunReport", flow(project=str(root)))
+
+
+def unchanged(root: Path, process_started: float) -> RunReport | None:
+    """The report of a run with nothing to do, decided before any Prefect server starts; None otherwise.
+
+    With a Prefect server configured the flow itself records such a run (a flow run that ends
+    "skipped: no change", about a second of API calls), so this returns None then. The embedded
+    server would have to be started just for that, which costs more than all the rest of a run
+    with nothing to do, so without one the run is decided here and not recorded in Prefect; the
+    MLflow run it stands for and dvc.lock remain the record.
+    """
+    from flows.compress import RunReport
+    from tasks.bookkeeping.plan import Plan
+    from tasks.bookkeeping.tracking import tracking_uri
+    from tasks.layout import Layout
+    from tasks.params import load_params
+
+    layout = Layout(root)
+    plan = Plan(layout, load_params(layout.params_file), tracking_uri(root))
+    if plan.pending or plan.last is None or configured_api():
+        return None
+    return RunReport.unchanged(tracking_uri(root), plan.last, process_started, recorded=False)
+
+
+def _import_stages() -> None:
+    """What a run with stages to do imports first (the flow, TensorFlow and tf_keras: about 8 s on 2
+    cores), done while a local Prefect server boots (about 6.5 s) instead of after it."""
+    import flows.compress  # noqa: F401
+    from tasks.stages.fit import keras
+
+    keras()
+
+
+def retrain(root: Path, process_started: float) -> RetrainReport:
+    """One scheduled-style retrain: decided without Prefect when nothing changed, else the retrain flow."""
+    from flows.retrain import RetrainReport
+    from tasks.bookkeeping.lock import project_lock
+    from tasks.params import load_params
+
+    with project_lock(root, load_params(root / "params.yaml").retrain.wait_s):
+        if unchanged(root, process_started) is not None:
+            return RetrainReport(changes={}, recorded=False)
+
+        def retrain_flow() -> RetrainReport:
+            from flows.retrain import retrain as flow
+
+            return cast("RetrainReport", flow(project=str(root)))
+
+        return in_prefect(root, retrain_flow, while_starting=_import_stages)
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def serve(root: Path, schedule: dict[str, Any], announce: Any) -> None:
+    """Serve the retrain flow on `schedule` until Ctrl-C, on PREFECT_API_URL or a local `prefect server`.
+
+    Schedules need Prefect's scheduler service, which the embedded server lacks: a configured server
+    must run its services; otherwise a local `prefect server` with its services and UI is started.
+    """
+
+    def serve_flow() -> None:
+        from prefect.settings import PREFECT_UI_URL
+
+        from flows.retrain import retrain as retrain_flow
+
+        announce(PREFECT_UI_URL.value() or "no UI")
+        # Ctrl-C as KeyboardInterrupt, which Flow.serve catches to shut its runner down. Under
+        # Python's own handler, asyncio.run turns the first Ctrl-C into a cancellation of the
+        # runner's task instead, which the runner can absorb and go on serving.
+        previous = signal.signal(signal.SIGINT, _interrupt)
+        try:
+            # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
+            retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    in_prefect(root, serve_flow, scheduler=True)
+
+
+def sweep(root: Path, grid: dict[str, list[Any]], workers: int, dask_address: str | None, apply: bool) -> SweepReport:
+    """The sweep flow on Dask through prefect-dask: a local cluster of `workers` processes, or a scheduler."""
+
+    def run_sweep() -> SweepReport:
+        # Dask's own INFO lines (workers joining and leaving) drown the trials' progress.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        from prefect_dask import DaskTaskRunner
+
+        from flows.sweep import sweep_flow
+        from tasks.search.sweep import worker_threads
+
+        if dask_address:
+            runner, threads = DaskTaskRunner(address=dask_address), None
+        else:
+            cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+            runner = DaskTaskRunner(cluster_kwargs={**cluster, "host": "127.0.0.1", "dashboard_address": None})
+            threads = worker_threads(workers)
+        # prefect-dask's runner hands out its own futures type, which Prefect's stubs do not name.
+        flow = sweep_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
+        return cast("SweepReport", flow(project=str(root), grid=grid, threads=threads, apply=apply))
+
+    return in_prefect(root, run_sweep)
+
+
+def check_dask(address: str) -> None:
+    """A scheduler that answers within seconds, or one line naming it."""
+    import socket
+
+    from distributed import Client
+    from distributed.comm import parse_address, parse_host_port
+
+    from tasks.errors import EdgecompressError
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            # A refused connection is an answer at once; Dask's client would retry it for its whole timeout.
+            socket.create_connection(parse_host_port(location), timeout=10).close()
+        with Client(address, timeout=10):
+            pass
+    except (OSError, TimeoutError, ValueError) as error:
+        reason = " ".join(str(error).split())[:120] or type(error).__name__
+        raise EdgecompressError(f"--dask-address {address}: no Dask scheduler answers ({reason})") from None
+
+
+def process_age() -> float:
+    """Seconds since this process started: start-up cost that no timer inside could see.
+
+    On Linux from /proc, to the hundredth (the process's start in clock ticks since boot, against
+    the uptime); psutil elsewhere, whose start time rests on a boot time rounded to the second.
+    """
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return time.time() - psutil.Process().create_time()

@@ -1,0 +1,98 @@
+"""Edge TPU compatibility: an offline preflight, and the edgetpu_compiler runner and log parser.
+
+- rules.py      the knowledge, as data: why an operator does not map, with the evidence for each rule
+- graph.py      a .tflite as an operator graph (TFLite's own schema bindings)
+- partition.py  what a fallback takes with it, following the data flow (one subgraph, or several with -a)
+- preflight.py  the prediction per operator, the first fallback explained, agreement with a real log
+- compiler.py   finding and running edgetpu_compiler, and parsing its console output and .log
+- stage.py      the pipeline's edgetpu stage, and `check-edgetpu`'s check of any .tflite
+
+tests/stages/edgetpu/test_preflight.py measures the preflight against real compiler logs in ../shared/edgetpu-cases.
+"""
+
+from tasks.stages.edgetpu.compiler import (
+    CompilerReport,
+    OperatorRow,
+    compile_model,
+    find_compiler,
+    format_size,
+    format_table,
+    parse_compiler_log,
+    parse_size,
+)
+from tasks.stages.edgetpu.errors import EdgeTPUError
+from tasks.stages.edgetpu.graph import Graph, read_tflite
+from tasks.stages.edgetpu.partition import (
+    REASON_DEPENDS,
+    REASON_DEPENDS_UNDOCUMENTED,
+    REASON_MAPPED,
+    REASON_OWN,
+    REASON_UNDOCUMENTED,
+)
+from tasks.stages.edgetpu.preflight import (
+    Agreement,
+    Explanation,
+    OperatorVerdict,
+    Preflight,
+    agreement,
+    preflight,
+    preflight_model,
+)
+from tasks.stages.edgetpu.rules import (
+    COMPILATION_FAILED,
+    DEFAULT_RUNTIME,
+    MAPPED,
+    NOT_CONSTANT,
+    NOT_PARSED,
+    ONE_SUBGRAPH,
+    RULES,
+    UNSPECIFIED,
+    UNSUPPORTED_OP,
+    UNSUPPORTED_RANK,
+    UNSUPPORTED_TYPE,
+    Evidence,
+    Rule,
+)
+from tasks.stages.edgetpu.stage import INSTALL_HINT, check_and_compile, check_model
+
+__all__ = [
+    "COMPILATION_FAILED",
+    "DEFAULT_RUNTIME",
+    "INSTALL_HINT",
+    "MAPPED",
+    "NOT_CONSTANT",
+    "NOT_PARSED",
+    "ONE_SUBGRAPH",
+    "REASON_DEPENDS",
+    "REASON_DEPENDS_UNDOCUMENTED",
+    "REASON_MAPPED",
+    "REASON_OWN",
+    "REASON_UNDOCUMENTED",
+    "RULES",
+    "UNSPECIFIED",
+    "UNSUPPORTED_OP",
+    "UNSUPPORTED_RANK",
+    "UNSUPPORTED_TYPE",
+    "Agreement",
+    "CompilerReport",
+    "EdgeTPUError",
+    "Evidence",
+    "Explanation",
+    "Graph",
+    "OperatorRow",
+    "OperatorVerdict",
+    "Preflight",
+    "Rule",
+    "agreement",
+    "check_and_compile",
+    "check_model",
+    "compile_model",
+    "find_compiler",
+    "format_size",
+    "format_table",
+    "parse_compiler_log",
+    "parse_size",
+    "preflight",
+    "preflight_model",
+    "read_tflite",
+]

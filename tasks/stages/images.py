@@ -1,0 +1,188 @@
+"""How every stage reads the dataset: a split's image files, decoded batch by batch through tf.data."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.errors import DataError
+from tasks.params import DataParams
+
+if TYPE_CHECKING:
+    from tasks.layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+SPLITS = ("train", "test")
+
+
+CALIBRATION_SPLIT = "representative"
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# Splits that decode to at most this much are kept in memory after the first pass (tf.data's cache);
+# larger ones are read from disk batch by batch on every pass, so memory stays bounded.
+CACHE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    """One split's image files and labels, read from disk batch by batch through tf.data.
+
+    Only the paths live in memory; `batches` decodes and resizes as the model consumes them, so
+    memory is bounded by the batch, not by the split (a split smaller than CACHE_BYTES decoded is
+    kept after the first pass). Images come out as float32 pixel values
+    (0 to 255), exactly what the models take: normalisation is a layer inside each model.
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: int
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What the split takes in memory decoded, as float32 pixels."""
+        return len(self.paths) * self.image_size * self.image_size * self.channels * 4
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's shape: (size, size, channels)."""
+        return (self.image_size, self.image_size, self.channels)
+
+    def subset(self, indices: np.ndarray | list[int]) -> Images:
+        """The images at `indices`, in that order."""
+        chosen = np.asarray(indices, dtype=np.int64)
+        return Images(
+            tuple(self.paths[i] for i in chosen), self.labels[chosen], self.class_names, self.image_size, self.channels
+        )
+
+    def head(self, count: int) -> Images:
+        """The first `count` images."""
+        return self.subset(np.arange(min(count, len(self))))
+
+    def batches(self, batch_size: int, shuffle_seed: int | None = None, labels: bool = True) -> Any:
+        """A tf.data pipeline of (pixels, labels) batches (pixels only with labels=False).
+
+        With `shuffle_seed`, the order changes every epoch, the same way on every run: the paths
+        are shuffled whole (strings, cheap), then decoded.
+        """
+        import tensorflow as tf
+
+        size, channels = self.image_size, self.channels
+
+        def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            image = tf.image.resize(image, (size, size))  # float32, bilinear; exact when the size is the same
+            return tf.ensure_shape(image, (size, size, channels)), label
+
+        dataset = tf.data.Dataset.from_tensor_slices((list(self.paths), self.labels))
+        if self.decoded_bytes <= CACHE_BYTES:
+            # A small split is decoded once and kept: re-reading a thousand tiny PNGs every epoch
+            # would cost more than training on them.
+            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+            if shuffle_seed is not None:
+                dataset = dataset.shuffle(len(self.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        else:
+            if shuffle_seed is not None:
+                dataset = dataset.shuffle(len(self.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+            dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if not labels:
+            dataset = dataset.map(lambda image, _label: image)
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole split as (pixels, labels) arrays: for small splits only (tests, notebooks, a sample)."""
+        pixels = [batch for batch in self.batches(256, labels=False).as_numpy_iterator()]
+        shape = (0, *self.shape)
+        return (np.concatenate(pixels) if pixels else np.zeros(shape, np.float32)), self.labels.copy()
+
+
+def entry_kind(path: Path) -> str:
+    """'dir', 'file' or why the entry is neither (a special file, a broken link, a symlink loop)."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except OSError as error:
+        reason = "a symlink loop" if error.errno == errno.ELOOP else "a broken link" if path.is_symlink() else None
+        raise DataError(f"{path}: {reason or error.strerror}; remove it") from None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise DataError(f"{path}: {kind}, not an image file; remove it")
+
+
+def class_folders(split_dir: Path) -> list[Path]:
+    """The class folders of a split, sorted; dotfiles and plain files beside them are ignored."""
+    entries = sorted(path for path in split_dir.iterdir() if not path.name.startswith("."))
+    return [path for path in entries if entry_kind(path) == "dir"]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside folder, in a stable order; DataError for one that is not a regular file."""
+    images = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    for path in images:
+        if entry_kind(path) != "file":
+            raise DataError(f"{path}: a folder named like an image; rename or remove it")
+    return images
+
+
+def load_split(root: Path, split: str, params: DataParams, class_names: tuple[str, ...] | None = None) -> Images:
+    """root/<split>/<class>/* as Images, files in sorted order; labels are the sorted class names' indices."""
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: missing; run the prepare stage first (edgecompress stage prepare)")
+    folders = class_folders(split_dir)
+    names = class_names or tuple(folder.name for folder in folders)
+    index = {name: i for i, name in enumerate(names)}
+    paths: list[str] = []
+    labels: list[int] = []
+    for folder in folders:
+        if folder.name not in index:
+            raise DataError(f"{folder}: class {folder.name!r} is not one of the training classes; prepare again")
+        images = list_images(folder)
+        paths.extend(str(path) for path in images)
+        labels.extend([index[folder.name]] * len(images))
+    return Images(tuple(paths), np.asarray(labels, dtype=np.int64), names, params.image_size, params.channels)
+
+
+def class_names(layout: Layout, params: DataParams) -> tuple[str, ...]:
+    """The training classes, in label order."""
+    return load_split(layout.raw, "train", params).class_names
+
+
+def holdout(images: Images, fraction: float, seed: int) -> tuple[Images, Images]:
+    """Split off a seeded, class-stratified share of `images` for validation: (rest, held out)."""
+    from sklearn.model_selection import train_test_split
+
+    rest, held = train_test_split(np.arange(len(images)), test_size=fraction, stratify=images.labels, random_state=seed)
+    return images.subset(np.sort(rest)), images.subset(np.sort(held))
+
+
+def load_fit_validation(layout: Layout, params: DataParams) -> tuple[Images, Images]:
+    """The train split less a seeded validation share (to fit on), and that share (to choose models on)."""
+    return holdout(load_split(layout.raw, "train", params), params.validation_fraction, params.seed)
+
+
+def load_test(layout: Layout, params: DataParams) -> Images:
+    """The test split, labelled like the training classes."""
+    return load_split(layout.raw, "test", params, class_names(layout, params))
+
+
+def load_calibration(layout: Layout, params: DataParams) -> Images:
+    """The representative images drawn by prepare."""
+    return load_split(layout.calibration, CALIBRATION_SPLIT, params, class_names(layout, params))

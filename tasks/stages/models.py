@@ -1,0 +1,377 @@
+"""Model sources: where the float model comes from, one table that the train stage asks.
+
+| `train.model`                 | what it gives                                                        |
+|-------------------------------|----------------------------------------------------------------------|
+| `cnn`                         | the built-in Edge TPU friendly CNN (build_model below)               |
+| `mobilenet_v2`                | tf_keras.applications.MobileNetV2 at data.image_size, width alpha    |
+| `mobilenet_v3_small`          | MobileNetV3Small, minimalistic (ReLU, no squeeze-excite: Edge TPU)   |
+| `file:<path>`                 | a user's .keras / .h5 / SavedModel, loaded in Keras' safe mode       |
+| `python:<module>:<function>`  | function(input_shape, num_classes) -> tf_keras.Model, from the project |
+
+Whatever the source, the model takes raw pixel values (0 to 255) and its normalisation is a layer
+inside it, so the shipped .tflite takes a camera frame as it is. Nothing downstream knows which
+source made the model, and every source is checked against the data (input shape, class count)
+before anything trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.errors import StageError
+from tasks.params import TrainParams
+from tasks.stages.fit import keras, seed_everything
+
+if TYPE_CHECKING:
+    import tf_keras
+
+log = logging.getLogger(__name__)
+
+# MobileNets from random initialisation: Keras' batch-norm momentum of 0.999 leaves the moving
+# statistics near their initial values for thousands of steps, so a model trained for a few hundred
+# evaluates at chance (measured: MobileNetV2 alpha 0.35, 96x96 digits, 8 epochs: 10.8% test
+# accuracy; with 0.9: 95.8% after 10). Pretrained statistics keep Keras' value.
+SCRATCH_BATCHNORM_MOMENTUM = 0.9
+
+# What `train.input_scale` says a file: or python: model expects; edgecompress puts the matching
+# layer in front so that the saved model takes pixels. (scale, offset) of tf_keras' Rescaling.
+INPUT_SCALES: dict[str, tuple[float, float] | None] = {
+    "pixels": None,  # 0..255: the model normalises itself
+    "unit": (1.0 / 255.0, 0.0),  # 0..1
+    "symmetric": (1.0 / 127.5, -1.0),  # -1..1, as MobileNet and EfficientNet-lite expect
+}
+
+
+@dataclass(frozen=True)
+class Built:
+    """A model from a source, and whether it arrives trained (and so may be compressed as it is)."""
+
+    model: tf_keras.Model
+    pretrained: bool
+    # The number of layers that make the backbone (transfer learning freezes them first); 0: none.
+    backbone_layers: int = 0
+
+
+def build_model(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams) -> tf_keras.Model:
+    """Pixels -> rescale -> conv -> BN -> ReLU -> separable conv -> BN -> ReLU -> pool -> Dense -> softmax.
+
+    Every layer here has an int8 Edge TPU kernel (the rescale becomes an int8 multiply, BatchNorm
+    folds into the convolution at conversion), so the whole graph maps to the TPU as one subgraph.
+    """
+    k = keras()
+    seed_everything(params.seed)
+    inputs = k.Input(shape=input_shape, name="image")
+    x = k.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)  # pixels in, as a camera gives them
+    x = k.layers.Conv2D(params.conv_filters, 3, padding="same", use_bias=False, name="conv")(x)
+    x = k.layers.BatchNormalization(name="conv_bn")(x)
+    x = k.layers.ReLU(name="conv_relu")(x)
+    x = k.layers.SeparableConv2D(2 * params.conv_filters, 3, padding="same", use_bias=False, name="sepconv")(x)
+    x = k.layers.BatchNormalization(name="sepconv_bn")(x)
+    x = k.layers.ReLU(name="sepconv_relu")(x)
+    x = k.layers.MaxPooling2D(2, name="pool")(x)
+    x = k.layers.Flatten(name="flatten")(x)
+    x = k.layers.Dense(params.dense_units, activation="relu", name="dense")(x)
+    outputs = k.layers.Dense(num_classes, activation="softmax", name="classes")(x)
+    return k.Model(inputs, outputs, name="edgecompress_cnn")
+
+
+def _cnn(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams, root: Path) -> Built:
+    return Built(build_model(input_shape, num_classes, params), pretrained=False)
+
+
+def _mobilenet(variant: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:
+    def build(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams, root: Path) -> Built:
+        k = keras()
+        if input_shape[0] < 32 or input_shape[1] < 32:
+            raise StageError(f"train.model {variant}: needs images of at least 32x32; raise data.image_size")
+        inputs = k.Input(shape=input_shape, name="image")
+        if variant == "mobilenet_v2":
+            # MobileNetV2 expects -1..1; V3 rescales inside itself (include_preprocessing).
+            x = k.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+            base = k.applications.MobileNetV2(
+                input_tensor=x, alpha=params.alpha, include_top=False, weights=None, pooling="avg"
+            )
+        else:
+            base = k.applications.MobileNetV3Small(
+                input_tensor=inputs,
+                alpha=params.alpha,
+                minimalistic=True,
+                include_top=False,
+                weights=None,
+                pooling="avg",
+                include_preprocessing=True,
+            )
+        if params.weights:
+            _load_backbone_weights(base, resolve(root, params.weights), variant, params.alpha)
+        else:
+            for layer in base.layers:
+                if isinstance(layer, k.layers.BatchNormalization):
+                    layer.momentum = SCRATCH_BATCHNORM_MOMENTUM
+        outputs = k.layers.Dense(num_classes, activation="softmax", name="classes")(base.output)
+        return Built(k.Model(inputs, outputs, name=variant), pretrained=False, backbone_layers=len(base.layers))
+
+    return build
+
+
+def _load_backbone_weights(base: Any, path: Path, variant: str, alpha: float) -> None:
+    if not path.is_file():
+        raise StageError(f"train.weights: {path} does not exist (a local weights file; nothing is downloaded)")
+    try:
+        base.load_weights(str(path))
+    except (ValueError, OSError, KeyError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise StageError(
+            f"train.weights: {path} does not fit {variant} at alpha {alpha} without its top ({reason}); "
+            "use the matching '..._no_top' weights file"
+        ) from None
+
+
+def resolve(root: Path, location: str) -> Path:
+    """A path from params.yaml: absolute, or relative to the project folder."""
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _file(location: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:
+    def load(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams, root: Path) -> Built:
+        path = resolve(root, location)
+        model = load_user_model(path)
+        return Built(with_input_scale(model, params.input_scale), pretrained=True)
+
+    return load
+
+
+def load_user_model(path: Path) -> tf_keras.Model:
+    """A .keras, .h5 or SavedModel folder, loaded without executing code it carries (Keras' safe mode)."""
+    k = keras()
+    if not path.exists():
+        raise StageError(f"train.model: {path} does not exist (expected a .keras or .h5 file or a SavedModel folder)")
+    if path.is_file() and path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise StageError(f"train.model: {path} is not a .keras or .h5 file or a SavedModel folder")
+    _check_format(path)
+    try:
+        # safe_mode refuses to deserialise Python lambdas; .h5 and SavedModel carry no code to run.
+        model = k.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises anything from ValueError to TypeError on foreign files
+        raise StageError(_load_error(path, error)) from None
+    if not isinstance(model, k.Model):
+        raise StageError(f"train.model: {path} holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _check_format(path: Path) -> None:
+    """The file is what its name says, checked before Keras opens it.
+
+    Keras falls back to other readers on a file it cannot read, one of which (h5py's file-object
+    driver) leaves the process to crash at exit; a plain check first gives a plain answer.
+    """
+    import zipfile
+
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise StageError(f"train.model: {path} is a folder without saved_model.pb, not a SavedModel")
+    elif path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise StageError(f"train.model: {path} could not be loaded as a Keras model (not a .keras archive)")
+    else:
+        import h5py
+
+        if not h5py.is_hdf5(str(path)):
+            raise StageError(f"train.model: {path} could not be loaded as a Keras model (not an HDF5 file)")
+
+
+def _load_error(path: Path, error: Exception) -> str:
+    text = " ".join(str(error).split())
+    unknown = _unknown_class(text)
+    if unknown:
+        return (
+            f"train.model: {path} needs the custom object {unknown!r}, which edgecompress does not import; "
+            "load it in your own builder (train.model: python:<module>:<function>, using "
+            "tf_keras.utils.custom_object_scope) so your code is what runs"
+        )
+    if "lambda" in text.lower() and "safe" in text.lower():
+        return (
+            f"train.model: {path} holds a Python lambda, which safe mode does not execute; "
+            "load it in your own builder (train.model: python:<module>:<function>)"
+        )
+    return f"train.model: {path} could not be loaded as a Keras model ({text[:200]})"
+
+
+def _unknown_class(text: str) -> str:
+    import re
+
+    found = re.search(r"Unknown (?:layer|object|class|activation|loss|metric)[^'\"]*['\"]([\w.]+)['\"]", text)
+    return found.group(1) if found else ""
+
+
+def with_input_scale(model: tf_keras.Model, input_scale: str) -> tf_keras.Model:
+    """The model with the Rescaling layer in front that makes it take pixels (unchanged for 'pixels').
+
+    The model's layers are re-applied to the new input rather than nested in a new model, because
+    tfmot prunes and quantizes flat models only.
+    """
+    k = keras()
+    rescale = INPUT_SCALES[input_scale]
+    if rescale is None:
+        return model
+    inputs = k.Input(shape=model.input_shape[1:], name="image")
+    scaled = k.layers.Rescaling(rescale[0], offset=rescale[1], name="rescale")(inputs)
+    if isinstance(model, k.Sequential):
+        # clone_model cannot put a Sequential model on a tensor that is not an Input: chain a
+        # clone's layers instead, which gives the same flat functional model.
+        clone = k.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        outputs = scaled
+        for layer in clone.layers:
+            outputs = layer(outputs)
+        return k.Model(inputs, outputs, name=model.name)
+    clone = k.models.clone_model(model, input_tensors=scaled)
+    clone.set_weights(model.get_weights())
+    return k.Model(inputs, clone.outputs, name=model.name)
+
+
+def _python(location: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:
+    module_name, _, function_name = location.rpartition(":")
+
+    def build(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams, root: Path) -> Built:
+        function = _builder(root, module_name, function_name)
+        where = f"{module_name}:{function_name}"
+        try:
+            model = function(input_shape, num_classes)
+        except Exception as error:
+            raise StageError(
+                f"train.model: python:{where}{input_shape, num_classes} raised {type(error).__name__}: "
+                f"{' '.join(str(error).split())[:160]}"
+            ) from None
+        if not isinstance(model, keras().Model):
+            raise StageError(
+                f"train.model: python:{where} returned a {type(model).__name__}, not a tf_keras.Model "
+                "(build it with tf_keras, the Keras 2 that tfmot accepts)"
+            )
+        return Built(with_input_scale(model, params.input_scale), pretrained=params.epochs == 0)
+
+    return build
+
+
+def _builder(root: Path, module_name: str, function_name: str) -> Callable[..., Any]:
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # the user's code lives in the project folder
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise StageError(
+            f"train.model: cannot import {module_name!r} from {root} ({type(error).__name__}: {error})"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise StageError(f"train.model: {module_name} has no function {function_name!r}")
+    return function
+
+
+def source_of(spec: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:
+    """The builder for a `train.model` value (validated by tasks/params.py)."""
+    kind, _, location = spec.partition(":")
+    if kind == "file":
+        return _file(location)
+    if kind == "python":
+        return _python(location)
+    return SOURCES[spec]
+
+
+SOURCES: dict[str, Callable[[tuple[int, int, int], int, TrainParams, Path], Built]] = {
+    "cnn": _cnn,
+    "mobilenet_v2": _mobilenet("mobilenet_v2"),
+    "mobilenet_v3_small": _mobilenet("mobilenet_v3_small"),
+}
+
+
+def build(params: TrainParams, input_shape: tuple[int, int, int], num_classes: int, root: Path) -> Built:
+    """The float model from `train.model`, checked against the data before anything trains."""
+    seed_everything(params.seed)  # the same initial weights on every run
+    built = source_of(params.model)(input_shape, num_classes, params, root)
+    check_fits(built.model, input_shape, num_classes, params.model)
+    return built
+
+
+def check_fits(model: tf_keras.Model, input_shape: tuple[int, int, int], num_classes: int, source: str) -> None:
+    """One image in, one probability per class out: else a one-line error naming both shapes."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise StageError(
+            f"train.model {source}: {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "edgecompress compresses classifiers with one of each"
+        )
+    given = tuple(model.input_shape[1:])
+    if given != tuple(input_shape):
+        raise StageError(
+            f"train.model {source}: takes input {_shape(given)}, the data is {_shape(input_shape)} "
+            "(data.image_size x data.image_size x data.channels); make them agree"
+        )
+    out = tuple(model.output_shape[1:])
+    if out != (num_classes,):
+        raise StageError(
+            f"train.model {source}: outputs {_shape(out)}, the data has {num_classes} classes; "
+            f"the model needs a final layer of {num_classes} units"
+        )
+
+
+def _shape(shape: tuple[Any, ...]) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def check_paths(params: TrainParams, root: Path) -> None:
+    """The files params name exist (checked before a run starts; loading them waits for the train stage)."""
+    kind, _, location = params.model.partition(":")
+    if kind == "file" and not resolve(root, location).exists():
+        raise StageError(
+            f"train.model: {resolve(root, location)} does not exist (expected a .keras or .h5 file or a "
+            "SavedModel folder)"
+        )
+    if params.weights and not resolve(root, params.weights).is_file():
+        raise StageError(
+            f"train.weights: {resolve(root, params.weights)} does not exist (a local weights file; "
+            "nothing is downloaded)"
+        )
+
+
+def source_files(params: TrainParams, root: Path) -> dict[str, str]:
+    """{file: md5} of what the source reads outside the project's code (a model or weights file, a module).
+
+    DVC cannot list these as deps (their paths are params), so the train stage records them and
+    tasks/stages.py compares: a changed file re-runs train.
+    """
+    files: list[Path] = []
+    kind, _, location = params.model.partition(":")
+    if kind == "file":
+        files.append(resolve(root, location))
+    elif kind == "python":
+        from importlib.util import find_spec
+
+        module = location.rpartition(":")[0]
+        path = root / Path(*module.split("."))
+        candidates = [path.with_suffix(".py"), path / "__init__.py"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None and str(root) in sys.path:
+            spec = find_spec(module)
+            found = Path(spec.origin) if spec and spec.origin else None
+        if found is not None:
+            files.append(found)
+    if params.weights:
+        files.append(resolve(root, params.weights))
+    return {str(path): _md5(path) for path in files}
+
+
+def _md5(path: Path) -> str:
+    if path.is_dir():
+        digest = hashlib.md5()
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(item.relative_to(path)).encode())
+            digest.update(item.read_bytes())
+        return digest.hexdigest()
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else "missing"

@@ -1,0 +1,283 @@
+"""Your own model: every train.model source through the whole flow, and every way it can be wrong.
+
+Each source runs the real flow (Prefect, DVC, MLflow, tfmot, the converter) on the digits and must
+end in a gated, registered int8 model that the Edge TPU preflight maps whole. The data are tiny;
+the gate's accuracy checks are loose (the machinery is under test), the mapping check is not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flows.compress import RunReport, compress
+from tasks import registry
+from tasks.errors import StageError
+from tasks.layout import Layout
+from tasks.params import Params, load_params
+from tasks.stages import images, models, prepare
+from tasks.stages.models import build_model
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, TINY, make_project
+
+# Fully mapped, or the run fails: the one gate check these tests are about besides registration.
+MAPPED = ["gate.min_edgetpu_mapped_fraction=1.0", "gate.max_edgetpu_subgraphs=1"]
+
+
+# Layers with an Edge TPU int8 kernel (or that fold into one at conversion).
+EDGETPU_FRIENDLY = {
+    "InputLayer",
+    "Rescaling",
+    "Conv2D",
+    "SeparableConv2D",
+    "DepthwiseConv2D",
+    "BatchNormalization",
+    "ReLU",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "Flatten",
+    "Dense",
+}
+
+
+@pytest.fixture
+def own_tracking_store(monkeypatch: pytest.MonkeyPatch, prefect_server: None) -> Iterator[None]:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+
+
+def project(tmp_path: Path, overrides: list[str]) -> Layout:
+    return make_project(tmp_path / "project", overrides=[*TINY, *LOOSE_GATE, *MAPPED, *QUICK, *overrides])
+
+
+def registered(report: RunReport) -> dict[str, Any]:
+    assert report.gate is not None and report.gate.passed
+    assert report.version is not None and report.version.new
+    tags = registry.client(report.tracking_uri).get_model_version("edgecompress-digits", report.version.version).tags
+    assert tags["gate.verdict"] == "passed"
+    assert float(tags["edgetpu.mapped_fraction"]) == 1.0
+    return tags
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_mobilenet_v2_from_scratch(tmp_path: Path) -> None:
+    layout = project(
+        tmp_path,
+        [
+            "data.image_size=32",
+            "data.channels=3",
+            "train.model=mobilenet_v2",
+            "train.alpha=0.35",
+            "train.epochs=1",
+            "prune.epochs=1",
+            # One epoch from random weights, then 90% sparsity and 8 clusters: plumbing, not
+            # quality, so no accuracy threshold; the quality figure is the README's example.
+            "gate.min_accuracy=null",
+            "gate.max_accuracy_drop=null",
+            "gate.max_relative_drop=null",
+        ],
+    )
+    report = compress(project=str(layout.root))
+    registered(report)
+    metrics = json.loads(layout.metrics.read_text())
+    assert metrics["variants"]["int8_tflite"]["input_dtype"] == "int8"
+    assert metrics["variants"]["pruned"]["sparsity"] >= 0.84
+
+
+def train_small_model(path: Path, layout: Layout, input_scale: str) -> float:
+    """A small classifier as a user would bring it, trained on the digits, saved; its test accuracy."""
+    import tf_keras as k
+
+    params = load_params(layout.params_file)
+    prepare.prepare(params.data, layout)
+    x, y = images.load_split(layout.raw, "train", params.data).arrays()
+    test_x, test_y = images.load_test(layout, params.data).arrays()
+    scale = {"unit": 1 / 255.0, "pixels": 1.0}[input_scale]
+    k.utils.set_random_seed(3)
+    model = k.Sequential(
+        [
+            k.Input(shape=x.shape[1:]),
+            k.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            k.layers.Flatten(),
+            k.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x * scale, y, epochs=8, batch_size=32, verbose=0)
+    model.save(path)
+    return float(model.evaluate(test_x * scale, test_y, verbose=0)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_a_keras_file_compressed_as_it_is(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.keras"
+    layout = project(
+        tmp_path, [f"train.model=file:{mine}", "train.epochs=0", "prune.enabled=false", "train.input_scale=unit"]
+    )
+    own_accuracy = train_small_model(mine, layout, "unit")
+    report = compress(project=str(layout.root))
+    registered(report)
+    metrics = json.loads(layout.metrics.read_text())["variants"]
+    assert metrics["float"]["accuracy"] == pytest.approx(own_accuracy, abs=1e-6)  # the same model, taking pixels
+    assert abs(metrics["int8_tflite"]["accuracy"] - own_accuracy) <= 0.01
+    # Its own [0, 1] input became pixels: a Rescaling layer in front, the int8 input at scale 1.
+    quantized = json.loads(layout.quantize_report.read_text())
+    assert quantized["input_scale"] == 1.0
+
+
+BUILDER = textwrap.dedent(
+    """
+    import tf_keras as k
+
+
+    def build(input_shape, num_classes):
+        inputs = k.Input(shape=input_shape)
+        x = k.layers.Rescaling(1 / 255.0)(inputs)
+        x = k.layers.Conv2D(24, 3, padding="same", activation="relu")(x)
+        x = k.layers.MaxPooling2D()(x)
+        x = k.layers.Flatten()(x)
+        x = k.layers.Dense(64, activation="relu")(x)
+        return k.Model(inputs, k.layers.Dense(num_classes, activation="softmax")(x))
+
+
+    def broken(input_shape, num_classes):
+        raise RuntimeError("no GPU here")
+
+
+    def not_a_model(input_shape, num_classes):
+        return "a model"
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_a_builder_in_the_project_with_uint8_frames(tmp_path: Path) -> None:
+    layout = project(tmp_path, ["train.model=python:mymodels:build", "quantize.io_dtype=uint8"])
+    (layout.root / "mymodels.py").write_text(BUILDER)
+    report = compress(project=str(layout.root))
+    tags = registered(report)
+    quantized = json.loads(layout.quantize_report.read_text())
+    # The camera's uint8 frame goes in as it is (scale 1, zero point 0), as Coral's examples feed it.
+    assert quantized["input_dtype"] == "uint8" and quantized["takes_uint8_frames"]
+    from tasks.stages.inference import TFLiteModel
+
+    frames, labels = images.load_test(layout, load_params(layout.params_file).data).head(64).arrays()
+    model = TFLiteModel(layout.quantized_tflite("int8"))
+    as_uint8 = model.predict(frames.astype(np.uint8))
+    assert np.array_equal(as_uint8, model.predict(frames))  # uint8 frames and float pixels agree
+    assert np.mean(np.argmax(as_uint8, axis=-1) == labels) > 0.5
+    assert tags["quantize.method"] == "ptq"
+    # A changed builder re-runs train: the module is outside DVC's deps but recorded.
+    (layout.root / "mymodels.py").write_text(BUILDER.replace("Conv2D(24", "Conv2D(20"))
+    again = compress(project=str(layout.root))
+    assert [o.name for o in again.stages if o.ran][:2] == ["train", "prune"]
+
+
+# --- bad input: one line, nothing trained ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    layout = make_project(tmp_path_factory.mktemp("sources") / "project", overrides=TINY)
+    prepare.prepare(load_params(layout.params_file).data, layout)
+    (layout.root / "mymodels.py").write_text(BUILDER)
+    return layout
+
+
+def build_with(layout: Layout, overrides: list[str]) -> models.Built:
+    from tasks.params import apply_overrides, parse_params, read_params_file
+
+    params = parse_params(apply_overrides(read_params_file(layout.params_file), overrides))
+    return models.build(params.train, (8, 8, 1), 10, layout.root)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.model=file:missing.keras"], r"missing\.keras does not exist"),
+        (["train.model=file:params.yaml"], r"params\.yaml is not a \.keras or \.h5 file"),
+        (["train.model=file:fake.keras"], r"fake\.keras could not be loaded as a Keras model"),
+        (["train.model=python:mymodels:broken"], r"raised RuntimeError: no GPU here"),
+        (["train.model=python:mymodels:not_a_model"], r"returned a str, not a tf_keras\.Model"),
+        (["train.model=python:mymodels:absent"], r"mymodels has no function 'absent'"),
+        (["train.model=python:nomodule:build"], r"cannot import 'nomodule'"),
+        (["train.model=mobilenet_v2"], r"needs images of at least 32x32"),
+    ],
+)
+def test_a_bad_source_is_one_line(prepared: Layout, overrides: list[str], message: str) -> None:
+    (prepared.root / "fake.keras").write_bytes(b"not a zip file")
+    with pytest.raises(StageError, match=message) as caught:
+        build_with(prepared, overrides)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_a_model_that_does_not_fit_the_data_names_both_shapes(prepared: Layout) -> None:
+    builder = (
+        "import tf_keras as k\n"
+        "def build(s, n):\n"
+        "    return k.Sequential([k.Input((16, 16, 3)), k.layers.Flatten(), k.layers.Dense(n)])\n"
+    )
+    (prepared.root / "wrongshape.py").write_text(builder)
+    with pytest.raises(StageError, match=r"takes input 16x16x3, the data is 8x8x1"):
+        build_with(prepared, ["train.model=python:wrongshape:build"])
+    (prepared.root / "wrongclasses.py").write_text(builder.replace("(16, 16, 3)", "s").replace("Dense(n)", "Dense(3)"))
+    with pytest.raises(StageError, match=r"outputs 3, the data has 10 classes"):
+        build_with(prepared, ["train.model=python:wrongclasses:build"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_weights_that_do_not_fit_the_backbone(prepared: Layout, tmp_path: Path) -> None:
+    import tf_keras as k
+
+    other = k.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.5, include_top=False, weights=None)
+    other.save_weights(tmp_path / "alpha_0.5_no_top.h5")
+    overrides = ["train.model=mobilenet_v2", "train.alpha=0.35", f"train.weights={tmp_path / 'alpha_0.5_no_top.h5'}"]
+    from tasks.params import apply_overrides, parse_params, read_params_file
+
+    params = parse_params(apply_overrides(read_params_file(prepared.params_file), overrides))
+    with pytest.raises(StageError, match=r"does not fit mobilenet_v2 at alpha 0\.35"):
+        models.build(params.train, (32, 32, 3), 10, prepared.root)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("own_tracking_store")
+def test_the_cli_says_it_in_one_line_and_writes_no_model(prepared: Layout) -> None:
+    result = subprocess.run(
+        [EDGECOMPRESS, "run", "-S", "train.model=file:missing.keras"],
+        cwd=prepared.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "missing.keras does not exist" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not prepared.float_model.exists() and not (prepared.root / "mlflow.db").exists()
+    assert "file:missing.keras" not in prepared.params_file.read_text()  # a failed -S is not kept
+
+
+def test_model_uses_only_edgetpu_friendly_layers(params: Params) -> None:
+    model = build_model((8, 8, 1), 10, params.train)
+    assert {type(layer).__name__ for layer in model.layers} <= EDGETPU_FRIENDLY
+    assert model.output_shape == (None, 10)
+
+
+def test_build_is_seeded(params: Params) -> None:
+    first = build_model((8, 8, 1), 10, params.train).get_weights()
+    second = build_model((8, 8, 1), 10, params.train).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
