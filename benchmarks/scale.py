@@ -77,8 +77,8 @@ MEASURE = textwrap.dedent(
     from pathlib import Path
 
     import tasks
-    from tasks import data
-    from tasks.evaluate import keras_variant
+    from tasks.stages import images as reader, prepare
+    from tasks.stages.evaluate import keras_variant
     from tasks.layout import Layout
     from tasks.params import apply_overrides, parse_params, read_params_file
     from tasks.stages import STAGES
@@ -89,18 +89,18 @@ MEASURE = textwrap.dedent(
     layout = Layout(root)
     seconds = {}
     started = time.perf_counter()
-    data.prepare(params.data, layout)
+    prepare.prepare(params.data, layout)
     seconds["prepare"] = time.perf_counter() - started
     started = time.perf_counter()
     STAGES["train"](layout, params)
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    test = data.load_test(layout, params.data)
+    test = reader.load_test(layout, params.data)
     accuracy = keras_variant(layout.float_model, test, params.evaluate)["accuracy"]
     seconds["evaluate"] = time.perf_counter() - started
-    fit, _ = data.load_fit_validation(layout, params.data)
+    fit, _ = reader.load_fit_validation(layout, params.data)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    everything = len(data.load_split(layout.raw, "train", params.data)) + len(test)
+    everything = len(reader.load_split(layout.raw, "train", params.data)) + len(test)
     images = {"prepare": everything, "train": len(fit), "evaluate": len(test)}
     print(json.dumps({"seconds": seconds, "images": images, "peak_rss_mib": peak_mib, "accuracy": accuracy}))
     """

@@ -15,7 +15,7 @@ def test_the_lock_is_reentrant_and_exclusive_between_processes(root: Path) -> No
     import sys
 
     hold = (
-        "from pathlib import Path; from tasks.locking import project_lock\n"
+        "from pathlib import Path; from tasks.bookkeeping.lock import project_lock\n"
         f"with project_lock(Path({str(root)!r}), 0):\n    print('held', flush=True); input()"
     )
     holder = subprocess.Popen(

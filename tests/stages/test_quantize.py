@@ -10,7 +10,7 @@ import pytest
 from tasks.errors import StageError
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.stages import images, quantize
+from tasks.stages import STAGES, images
 from tasks.stages.fit import load_model
 from tasks.stages.inference import TFLiteModel
 from tasks.stages.quantize import debug_int8, qat_model, quantize_model, to_float_tflite, to_int8_tflite, to_ptq_tflite
@@ -20,7 +20,7 @@ from tests.conftest import repo_params
 @pytest.fixture(scope="module")
 def quantized(trained: tuple[Layout, Params]) -> tuple[Layout, Params]:
     layout, params = trained
-    quantize(layout, params)
+    STAGES["quantize"](layout, params)
     return layout, params
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import stat
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from tasks.stages.edgetpu import (
     preflight,
     read_tflite,
 )
-from tests.stages.edgetpu.cases import CASE_NAMES, CASES, FAKE, KNOWN_STATUSES, need_cases
+from tests.stages.edgetpu.cases import CASE_NAMES, CASES, KNOWN_STATUSES, need_cases
 
 
 @pytest.mark.parametrize("case", CASE_NAMES or ["absent"])
@@ -83,17 +81,6 @@ def test_parser_quotes_a_failure_on_one_line() -> None:
 def test_table_round_trip() -> None:
     rows = [OperatorRow("CONV_2D", 23, MAPPED), OperatorRow("RESIZE_NEAREST_NEIGHBOR", 2, ONE_SUBGRAPH)]
     assert parse_compiler_log(format_table(rows)).rows == rows
-
-
-@pytest.fixture
-def fake_compiler(tmp_path: Path) -> Path:
-    """TEST DOUBLE: an executable `edgetpu_compiler` that runs tests/fake_edgetpu_compiler.py."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    wrapper = folder / "edgetpu_compiler"
-    wrapper.write_text(f'#!/bin/sh\n# test double, not Coral\'s compiler\nexec "{sys.executable}" "{FAKE}" "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return wrapper
 
 
 def test_find_compiler(fake_compiler: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

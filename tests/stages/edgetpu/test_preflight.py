@@ -1,20 +1,15 @@
-"""Edge TPU preflight and compiler runner: measured against real compiler verdicts, on models converted here,
-and through a test double of edgetpu_compiler (the real one cannot be installed on this machine)."""
+"""The Edge TPU preflight: measured against real compiler verdicts, and on models converted here."""
 
 from __future__ import annotations
 
 import json
 import sys
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from tasks.layout import Layout
-from tasks.params import Params
 from tasks.stages.edgetpu import (
     DEFAULT_RUNTIME,
     MAPPED,
@@ -152,76 +147,6 @@ def test_dynamic_batch_is_flagged_but_compiled_like_the_real_compiler_did() -> N
 # --- models converted here ----------------------------------------------------------------------
 
 
-def _tiny_keras(batch_size: int | None, leaky: bool) -> object:
-    """Conv -> [LeakyReLU] -> Conv -> pool -> Dense -> softmax on 8x8x1, small enough to convert in a second."""
-    from tasks.stages.fit import keras
-
-    k = keras()
-    k.utils.set_random_seed(0)
-    inputs = k.Input(shape=(8, 8, 1), batch_size=batch_size)
-    x = k.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
-    if leaky:
-        x = k.layers.LeakyReLU(0.1)(x)  # not in Coral's supported operations; int8 in TFLite
-    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    x = k.layers.MaxPooling2D(2)(x)
-    x = k.layers.Flatten()(x)
-    outputs = k.layers.Dense(10, activation="softmax")(x)
-    return k.Model(inputs, outputs)
-
-
-def _convert(model: object, quantization: str) -> bytes:
-    """float | dynamic_range | int8 (full-integer, int8 I/O, builtins only) | int8_per_tensor_dense."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantization != "float":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization.startswith("int8"):
-        samples = np.random.default_rng(0).random((8, 1, 8, 8, 1), dtype=np.float32)
-        converter.representative_dataset = lambda: ([s] for s in samples)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    if quantization == "int8_per_tensor_dense":
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    with warnings.catch_warnings():
-        # As in tasks.stages.quantize: the representative dataset is what supplies the input statistics.
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return bytes(converter.convert())
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny model in each form a test needs, converted once."""
-    import tasks  # noqa: F401  (Keras 2 before TensorFlow loads)
-
-    folder = tmp_path_factory.mktemp("converted")
-    forms = {
-        "static_int8": (1, False, "int8"),
-        "dynamic_batch_int8": (None, False, "int8"),
-        "leaky_int8": (1, True, "int8"),
-        "per_tensor_dense_int8": (1, False, "int8_per_tensor_dense"),
-        "dynamic_range": (1, False, "dynamic_range"),
-        "float": (1, False, "float"),
-    }
-    paths = {}
-    for name, (batch, leaky, quantization) in forms.items():
-        paths[name] = folder / f"{name}.tflite"
-        paths[name].write_bytes(_convert(_tiny_keras(batch, leaky), quantization))
-    return paths
-
-
-@pytest.fixture(scope="module")
-def pipeline_int8(trained: tuple[Layout, Params]) -> Path:
-    """The default pipeline's int8 model (quantize stage on the shared trained folder)."""
-    from tasks.stages import STAGES
-
-    layout, params = trained
-    if not layout.int8_tflite.is_file():  # test_quantize may have written it already
-        STAGES["quantize"](layout, params)
-    return layout.int8_tflite
-
-
 def test_pipeline_int8_model_maps_entirely(pipeline_int8: Path) -> None:
     prediction = preflight(pipeline_int8)
     assert {op.name for op in prediction.operators} <= PIPELINE_OPERATORS
@@ -341,10 +266,7 @@ def test_agreement_counts_the_differences(converted: dict[str, Path]) -> None:
         agreement(prediction, CompilerReport())
 
 
-# --- the compiler runner, through the test double -----------------------------------------------
-
-
-# --- the pipeline stage and the CLI --------------------------------------------------------------
+# --- the command line ---------------------------------------------------------------------------
 
 
 def cli(*args: str) -> Any:

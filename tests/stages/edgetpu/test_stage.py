@@ -9,11 +9,7 @@ import pytest
 
 from tasks.layout import Layout
 from tasks.params import Params
-from tasks.stages.edgetpu import (
-    EdgeTPUError,
-)
-
-# --- real compiler verdicts ---------------------------------------------------------------------
+from tasks.stages.edgetpu import EdgeTPUError
 
 
 def test_stage_without_compiler_records_the_preflight(
