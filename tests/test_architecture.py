@@ -10,6 +10,10 @@ from tests.conftest import REPO
 PACKAGES = ("tasks", "flows", "benchmarks")
 # A command module past this many lines is doing more than parse, call and print.
 FLOWS_MAX_LINES = 450
+# The layers, lowest first (docs/ARCHITECTURE.md, "Layers"): a module imports only from its own
+# layer or those before it. The top-level modules of tasks/ (params, layout, fsutil, errors) are
+# the foundation every layer may use.
+LAYERS = ("tasks", "tasks.stages", "tasks.bookkeeping", "tasks.registry", "tasks.search", "flows", "benchmarks")
 
 
 def modules() -> dict[str, Path]:
@@ -98,6 +102,21 @@ def test_no_import_cycle_among_the_projects_modules() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of the deepest layer the module belongs to."""
+    return max(i for i, prefix in enumerate(LAYERS) if module == prefix or module.startswith(f"{prefix}."))
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if layer(target) > layer(module)
+    )
+    assert upward == []
 
 
 def test_the_domain_imports_neither_flows_nor_prefect_nor_benchmarks() -> None:
