@@ -54,6 +54,10 @@ EARLIER_TABLE = (
     "Edge_TPU/convert_model_for_Edge_TPU.md)"
 )
 CORAL_ISSUES = "https://github.com/google-coral/edgetpu/issues/"
+# The current table's operator names, as a 2024 post lists them with a footnote to CORAL_TABLE
+# ("More Coral", FRC Vision Research Part 1b, 2024-09-04; it also links github.com/dragynfruit/edged).
+CURRENT_LIST = f"{CORAL_TABLE} (its operator list, as quoted in the 2024 post 'More Coral', FRC Vision Research 1b)"
+GITHUB = "https://github.com/"
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ class Context:
     @property
     def params(self) -> set[int]:
         """Inputs that are parameters (weights, bias, shapes, axes) rather than data."""
-        return {t for p in PARAM_INPUTS.get(self.op.name, ()) if (t := self.op.input_at(p)) is not None}
+        positions = PARAM_INPUTS.get(self.op.name, ())
+        if self.op.name == "FULLY_CONNECTED" and _constant_first_operand(self.g, self.op):
+            positions = (0, 2)  # the constant first operand plays the weights
+        return {t for p in positions if (t := self.op.input_at(p)) is not None}
 
     @property
     def data(self) -> list[int]:
@@ -150,22 +157,24 @@ SUPPORTED: dict[str, int | None] = {
     "RESHAPE": None,
     "RESIZE_BILINEAR": None,
     "RESIZE_NEAREST_NEIGHBOR": None,
+    # Rsqrt, Squared-difference and Sum are rows of Coral's current table (CURRENT_LIST): the runtime
+    # column was not in the copy found.
+    "RSQRT": None,
     "SLICE": None,
     "SOFTMAX": None,
     "SPACE_TO_DEPTH": None,
     "SPLIT": None,
+    "SQUARED_DIFFERENCE": None,
     "SQUEEZE": None,
     "STRIDED_SLICE": None,
     "SUB": None,
+    "SUM": None,
     "TANH": None,
     # "Compiler version 16 supports 'Transpose' operations" (a Coral maintainer, issue 193); the
     # default runtime of compiler 16 is 14.
     "TRANSPOSE": 14,
     "TRANSPOSE_CONV": None,  # "EdgeTPU Supported operations tabel says it support Conv2DTranspose" (issue 684)
 }
-# Operators the preflight has seen claimed for the Edge TPU but whose table row was not in any copy
-# found: their fate is reported as not documented.
-UNLISTED = frozenset({"RSQRT", "SQUARED_DIFFERENCE", "SUM"})
 
 # Inputs that are parameters (weights, bias, shapes, axes) rather than data, by operator.
 PARAM_INPUTS: dict[str, tuple[int, ...]] = {
@@ -211,11 +220,17 @@ QUANTIZED_TYPES = frozenset({"INT8", "UINT8"})
 PARAM_TYPES = frozenset({"INT8", "UINT8", "INT32", "INT64"})
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64"})
 
-# Size limits the compiler has but does not document, bounded by what real logs show (yolov8n_full_int_quant):
-# the largest two-innermost-dimension block an operator was left to the compiler's own checks with
-# (SOFTMAX and CONV_2D on [1, 4, 8400, 16]: "More than one subgraph is not supported", not a limit of
-# their own), against the smallest it refused ([1, 144, 1600], RESHAPE: "unspecified limitation").
-LARGE_ROW = 8400 * 16  # 134,400 values
+# Size limits the compiler has but does not document, bounded by what real logs show: the largest
+# two-innermost-dimension block seen mapped, an SSD's CONCATENATION and LOGISTIC over [1, 1917, 91]
+# (SSD_LOG; before it, yolov8n_full_int_quant's SOFTMAX and CONV_2D on [1, 4, 8400, 16], 134,400),
+# against the smallest refused, yolov8n's RESHAPE to [1, 144, 1600] ("unspecified limitation").
+LARGE_ROW = 1917 * 91  # 174,447 values
+# RESHAPE: "Certain reshapes might not be mapped for large tensor sizes." The limit is on the whole
+# tensor, not its innermost block (a YOLOv5 head's [1, 6400, 3, 85] has a 255-value row). The largest
+# seen mapped is a YOLOv5n head's [1, 40, 40, 255] -> [1, 1600, 3, 85] (YOLOV5N_LOG: 3 of its 6
+# RESHAPEs mapped, the 20x20 and 40x40 levels'; the 80x80 level's 1,632,000 values were refused); the
+# SSD's [1, 1083, 91] and TCN_LOG's [1, 94400] are smaller. Between 408,000 and 1,632,000 no log decides.
+LARGE_RESHAPE = 40 * 40 * 255  # 408,000 values
 # TRANSPOSE moves whole tensors: it mapped [1, 20, 20, 144] (57,600 elements) and refused 230,400 and more.
 LARGE_TRANSPOSE = 20 * 20 * 144
 # RESIZE_*: "Depending on input/output size, this operation may not be mapped ... to avoid loss in
@@ -227,6 +242,17 @@ SOFTMAX_MAX_ELEMENTS = 16000
 
 
 # --- the checks -------------------------------------------------------------------------------------
+
+
+def _constant_first_operand(g: Graph, op: Operator) -> bool:
+    """A FULLY_CONNECTED whose constant operand is its first input and whose second is computed.
+
+    FULLY_CONNECTED(A, B) = A x B^T: with A [M, K] constant and B [N, K] computed, A is the weights and
+    each row of B an input vector, and the compiler maps it (R-e-d-a-X/EdgeTPU-and-NCS's random-forest
+    GEMMs: A [M, 16] times x [256, 16] into [M, 256], 257 of 257 mapped).
+    """
+    first, second = op.input_at(0), op.input_at(1)
+    return first is not None and second is not None and g.constant(first) and not g.constant(second)
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -252,14 +278,10 @@ def _data_type(c: Context) -> Hit | None:
 
 
 def _not_in_table(c: Context) -> Hit | None:
-    if c.op.name in SUPPORTED or c.op.name in UNLISTED:
+    if c.op.name in SUPPORTED:
         return None
     label = c.op.label.split(" ", 1)[1]
     return Hit(f"{label} is not in Coral's supported-operations table")
-
-
-def _unlisted(c: Context) -> Hit | None:
-    return Hit(f"{c.op.name}: no row of Coral's table found for it") if c.op.name in UNLISTED else None
 
 
 def _runtime(c: Context) -> Hit | None:
@@ -309,6 +331,8 @@ def _fc_format(c: Context) -> Hit | None:
 
 
 def _fc_output(c: Context) -> Hit | None:
+    if _constant_first_operand(c.g, c.op):  # its output is [weights' rows, input rows]: mapped either way
+        return None
     out = c.op.outputs[0] if c.op.outputs else None
     if out is not None and sum(d > 1 for d in c.g.shape(out)) > 1:
         return Hit(f"output {c.g.describe(out)} is not one-dimensional")
@@ -350,8 +374,12 @@ def _batch(c: Context) -> Hit | None:
     if source is None:
         return None
     if c.op.name == "PACK":
-        axis = _axis(c.op.option("axis"), len(c.g.shape(source)) + 1)
-        return Hit(f"packs along the batch dimension of {c.g.describe(source)}") if axis == 0 else None
+        shape = c.g.shape(source)
+        axis = _axis(c.op.option("axis"), len(shape) + 1)
+        # Axis 0 is a batch dimension only in a 4-D (NHWC) result; stacking tensors of up to 2
+        # dimensions along axis 0 ([K, N, 1] from [N, 1], [K, 1, 1] from [1, 1]) maps.
+        batch = len(shape) + 1 >= 4
+        return Hit(f"packs along the batch dimension of {c.g.describe(source)}") if axis == 0 and batch else None
     if c.op.name == "PAD":
         paddings_tensor = c.op.input_at(1)
         paddings = (c.g.ints(paddings_tensor) or []) if paddings_tensor is not None else []
@@ -438,6 +466,29 @@ def _large_row(c: Context) -> Hit | None:
     return None
 
 
+def _one_sided_pad_operand(c: Context) -> Hit | None:
+    for index in c.op.inputs:
+        producer = c.g.producer.get(index)
+        if producer is None:
+            continue
+        pad = c.g.operators[producer]
+        paddings_tensor = pad.input_at(1)
+        if pad.name not in ("PAD", "PADV2") or paddings_tensor is None or len(c.g.shape(index)) != 4:
+            continue
+        paddings = c.g.ints(paddings_tensor) or []
+        if len(paddings) == 8 and (paddings[2] != paddings[3] or paddings[4] != paddings[5]):
+            return Hit(f"adds {c.g.describe(index)}, padded on one side only by #{producer} (paddings {paddings})")
+    return None
+
+
+def _large_reshape(c: Context) -> Hit | None:
+    for index in c.data:
+        size = prod(c.g.shape(index))
+        if not c.g.constant(index) and size > LARGE_RESHAPE:
+            return Hit(f"reshapes {c.g.describe(index)} ({size:,} values)")
+    return None
+
+
 def _large_transpose(c: Context) -> Hit | None:
     for index in c.data:
         size = prod(c.g.shape(index)[-3:])
@@ -450,6 +501,27 @@ def _large_transpose(c: Context) -> Hit | None:
 
 _UNSPECIFIED_LOG = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
 _YOLO = "yolov8n_full_int_quant"
+# Public compiler logs outside ../shared/edgetpu-cases, by repository, commit and path.
+SSD_LOG = (
+    f"{GITHUB}iwatake2222/EdgeTPU_Analysis/blob/dd26d2fad007e111d5ed4ec4ad52d45a2d8ebe9f/Ops/model_mobilenet/"
+    "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29_edgetpu.log (Edge TPU Compiler 1.0)"
+)
+_GEMM = (
+    f"{GITHUB}R-e-d-a-X/EdgeTPU-and-NCS/blob/043bbbfdf41fde2a7f673bae336e1ddc9fd87c78/"
+    "saved_models/edgetpu/random_forest/gemm/float32/"
+)
+# A study's random-forest GEMMs, compiled with -a (Edge TPU Compiler 16.0; the .log files).
+GEMM_128_LOG = f"{_GEMM}final_eval/generated/model_128_1_16_256_edgetpu.log (Edge TPU Compiler 16.0, -a)"
+GEMM_8_LOG = f"{_GEMM}final_eval/benchmarked/model_8_1_2_1_edgetpu.log (Edge TPU Compiler 16.0, -a)"
+GEMM_5OP_LOG = f"{_GEMM}opp_eval/my_timing/model_5op_edgetpu.log (Edge TPU Compiler 16.0)"
+TCN_LOG = (
+    f"{GITHUB}fredriktegnell/edgetpu-tcn/blob/c078f81bb0affdb4de2cc2d2f5511d71f34fe7ee/"
+    "quantized_model_edgetpu.log (Edge TPU Compiler 16.0)"
+)
+YOLOV5N_LOG = (
+    f"{GITHUB}Sandhya1708/modelnew/blob/ff6dfcb7baddf411bb1ba99aed5af6760e608e10/"
+    "yolov5n-int8_edgetpu.log (Edge TPU Compiler 16.0)"
+)
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -505,25 +577,16 @@ RULES: tuple[Rule, ...] = (
                 "github.com/dbro/frigate-detector-edgetpu-yolo9 README (an edgetpu_compiler 16 log)",
                 "GATHER 6 Operation not supported",
             ),
+            Evidence(
+                CURRENT_LIST,
+                "Mul - Pack - Pad - PReLU - Quantize - ReduceMax - ReduceMin - ReLU - ReLU6 - ReLUN1To1 - Reshape - "
+                "ResizeBilinear - ResizeNearestNeighbor - Rsqrt - Slice - Softmax - SpaceToDepth - Split - Squeeze - "
+                "StridedSlice - Sub - Sum - Squared-difference - Tanh - Transpose - TransposeConv",
+                "the current table lists Rsqrt, Squared-difference and Sum, which the copies above cut off",
+            ),
+            Evidence(GEMM_8_LOG, f"SUM 1 {MAPPED}", "over axis 0 of [8, 2, 1]"),
         ),
         check=_not_in_table,
-    ),
-    Rule(
-        id="unlisted-operator",
-        operators=tuple(sorted(UNLISTED)),
-        condition="an operator claimed for the Edge TPU whose table row was not found",
-        status=UNSPECIFIED,
-        requirement="only the operators in Coral's supported-operations table map to the Edge TPU",
-        fix="check {op} against Coral's current table, or replace it with listed operators",
-        evidence=(
-            Evidence(
-                CORAL_MODELS,
-                "the Edge TPU supports a specific set of neural network operations and architectures",
-                "no row for these operators was in the copies of the table found",
-            ),
-        ),
-        check=_unlisted,
-        documented=False,
     ),
     Rule(
         id="runtime-version",
@@ -546,7 +609,20 @@ RULES: tuple[Rule, ...] = (
         status=NOT_CONSTANT,
         requirement="model parameters (weights, bias) must be constant at compile time",
         fix="make {op}'s weights constants of the model (not computed by other operators)",
-        evidence=(Evidence(f"{CORAL_ISSUES}25", f"FULLY_CONNECTED 1 {NOT_CONSTANT}"),),
+        evidence=(
+            Evidence(f"{CORAL_ISSUES}25", f"FULLY_CONNECTED 1 {NOT_CONSTANT}", "both operands computed at run time"),
+            Evidence(
+                CORAL_MODELS,
+                "Model parameters (such as bias tensors) are constant at compile-time.",
+                "for FULLY_CONNECTED the constant operand is the parameter, first input or second",
+            ),
+            Evidence(
+                GEMM_128_LOG,
+                f"FULLY_CONNECTED 257 {MAPPED}",
+                "each a constant first input times a computed second: [128, 16] x [256, 16] into [128, 256], then "
+                "[2, 1] x [256, 1] into [2, 256]",
+            ),
+        ),
         check=_not_constant,
     ),
     Rule(
@@ -622,6 +698,12 @@ RULES: tuple[Rule, ...] = (
                 f"{CORAL_ISSUES}27 (Edge TPU Compiler 2.0)",
                 "FULLY_CONNECTED 1 For example, a fully-connected or softmax layer with 2D output",
             ),
+            Evidence(
+                GEMM_5OP_LOG,
+                f"FULLY_CONNECTED 2 {MAPPED}",
+                "one is a constant [2, 1] times a computed [2, 1] into [2, 2]: with a constant first input the "
+                "output's second dimension is the input rows, and it maps",
+            ),
         ),
         check=_fc_output,
     ),
@@ -668,6 +750,15 @@ RULES: tuple[Rule, ...] = (
             Evidence(AXIS_TABLE, "ReduceMax | Cannot operate on the batch dimension."),
             Evidence(AXIS_TABLE, "ReduceMin | Cannot operate on the batch dimension."),
             Evidence(AXIS_TABLE, "Pack | No packing in batch dimension."),
+            Evidence(
+                AXIS_TIPS,
+                "All tensors must be 1-, 2-, or 3-dimensional. If a tensor has more than 3 dimensions, only the "
+                "innermost 3 dimensions may have a size greater than 1.",
+                "a tensor of up to 3 dimensions is [y][x][z] with no batch dimension: only a 4-D result packs "
+                "along a batch",
+            ),
+            Evidence(GEMM_8_LOG, f"PACK 2 {MAPPED}", "8 tensors of [2, 1] stacked along axis 0 into [8, 2, 1]"),
+            Evidence(GEMM_5OP_LOG, f"PACK 1 {MAPPED}", "2 tensors of [1, 1] stacked along axis 0 into [2, 1, 1]"),
         ),
         check=_batch,
     ),
@@ -790,6 +881,67 @@ RULES: tuple[Rule, ...] = (
         documented=False,
     ),
     Rule(
+        id="one-sided-pad-operand",
+        operators=("ADD", "SUB", "MUL"),
+        condition="an element-wise operand produced by a PAD that pads height or width on one side only",
+        status=ONE_SUBGRAPH,
+        requirement="an element-wise operation fed by a one-sided spatial PAD may not compile with the rest "
+        "(no documented limit; the compiler's delegate search leaves it out)",
+        fix="size the feature maps so they match without padding (choose the input size), or pad both sides",
+        evidence=(
+            Evidence(
+                f"{CORAL_ISSUES}690",
+                'The edge TPU compiler does not compile my model entirely if a "Pad" operation is present just '
+                'before an "Add" operation.',
+            ),
+            _log(
+                "retinanet_padded_multisubgraph",
+                "Intermediate tensors: ...,MobileRetinaNet/FeaturePyramid/up_sampling2d/resize_2/ResizeNearestNeighbor,"
+                "MobileRetinaNet/FeaturePyramid/zero_padding2d/Pad,...",
+                "the delegate search compiled only once the ADD fed by the PAD of [1, 15, 20, 16] to [1, 16, 20, 16] "
+                "(paddings [0, 0, 1, 0, 0, 0, 0, 0]) was left out",
+            ),
+            _log("retinanet_padded_multisubgraph", f"ADD 1 {ONE_SUBGRAPH}"),
+            Evidence(
+                f"{GITHUB}mathieugalle/edgetpu-compiler-pad-fail/blob/df17eec0386da8b6bcb1b51cc6e2341129bc7c8d/"
+                "not_padded_edgetpucompiler_output.log",
+                f"ADD 12 {MAPPED}",
+                "the same network at an input size where the feature maps match without the PAD",
+            ),
+            Evidence(
+                f"{GITHUB}zye1996/facemesh_EdgeTPU/blob/e303536f6a700289b7af10f1967e57f51727e9e8/models/cocompile/"
+                "face_detection_front_128_full_integer_quant_edgetpu.log (Edge TPU Compiler 15.0)",
+                f"ADD 16 {MAPPED}",
+                "channel PADs feeding ADDs map: only one-sided height/width padding is flagged",
+            ),
+        ),
+        check=_one_sided_pad_operand,
+        documented=False,
+    ),
+    Rule(
+        id="large-reshape",
+        operators=("RESHAPE",),
+        condition=f"a RESHAPE of a tensor of more than {LARGE_RESHAPE:,} values",
+        status=UNSPECIFIED,
+        requirement="large reshapes may not be mapped (no documented limit)",
+        fix="reshape before the tensor grows (per detection level), or end the model before the reshape",
+        evidence=(
+            Evidence(AXIS_TABLE, "Reshape | Certain reshapes might not be mapped for large tensor sizes."),
+            Evidence(YOLOV5N_LOG, f"RESHAPE 3 {MAPPED}", "the 20x20 and 40x40 levels, up to [1, 1600, 3, 85]"),
+            Evidence(YOLOV5N_LOG, f"RESHAPE 3 {_UNSPECIFIED_LOG}", "the 80x80 level: 1,632,000 values"),
+            Evidence(SSD_LOG, f"RESHAPE 13 {MAPPED}", "the largest to [1, 1083, 91]"),
+            Evidence(TCN_LOG, f"RESHAPE 1 {MAPPED}", "[1, 118, 100, 8] to [1, 94400]"),
+            _log(_YOLO, f"RESHAPE 3 {_UNSPECIFIED_LOG}", "the smallest writes [1, 144, 1600]: 230,400 values"),
+            Evidence(
+                f"{CORAL_ISSUES}356",
+                "It fails to create a sub graph if any activation doesn't fit on the memory. In this case reshape "
+                "ops could be too large to fit on memory.",
+            ),
+        ),
+        check=_large_reshape,
+        documented=False,
+    ),
+    Rule(
         id="large-tensor",
         operators=(),
         condition=f"a tensor whose two innermost dimensions hold more than {LARGE_ROW:,} values",
@@ -806,6 +958,8 @@ RULES: tuple[Rule, ...] = (
             _log(_YOLO, f"RESHAPE 3 {_UNSPECIFIED_LOG}", "the smallest writes [1, 144, 1600]"),
             _log(_YOLO, f"CONCATENATION 2 {_UNSPECIFIED_LOG}"),
             _log(_YOLO, f"SOFTMAX 1 {ONE_SUBGRAPH}", "on [1, 4, 8400, 16]: cut off, but no limit of its own"),
+            Evidence(SSD_LOG, f"CONCATENATION 2 {MAPPED}", "one writes [1, 1917, 91]: 174,447 values in its rows"),
+            Evidence(SSD_LOG, f"LOGISTIC 1 {MAPPED}", "on [1, 1917, 91]"),
         ),
         check=_large_row,
         documented=False,
@@ -846,7 +1000,13 @@ def check_operator(g: Graph, op: Operator, runtime: int) -> Finding | None:
 # stops the compiler before it maps anything ("Didn't find op for builtin opcode 'CONV_2D' version
 # '6'", "... 'QUANTIZE' version '3'" in google-coral/edgetpu issues).
 COMPILER_MAX_VERSION: dict[str, int] = {
-    "ADD": 3,
+    # ADD 4 (int64 inputs; runtime_version.cc: "{{BuiltinOperator_ADD, 4}, "2.6.0"}") is read by
+    # compiler 16: R-e-d-a-X/EdgeTPU-and-NCS's saved_models/random_forest/tt/float32/model_edgetpu.log
+    # (commit e855d9a38c8ee8dc5e69bdf46335c75d0a5e7174) lists its 20 ADD v4 as "ADD 20 Operation is
+    # working on an unsupported data type", not "Model could not be parsed". Its TFLite is a snapshot
+    # past 2.5.0 that still rejects 2.7.0's QUANTIZE 3; the other versions dated 2.6.0 (MUL 5, PAD 4,
+    # PADV2 4, STRIDED_SLICE 6) are not known either way and stay.
+    "ADD": 4,
     "ARG_MAX": 2,
     "ARG_MIN": 2,
     "AVERAGE_POOL_2D": 3,

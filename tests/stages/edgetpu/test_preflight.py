@@ -77,8 +77,9 @@ def test_preflight_agrees_with_the_real_compiler(capsys: pytest.CaptureFixture[s
 
 def test_several_subgraphs_reproduce_the_retinanet_log() -> None:
     need_cases()
-    # retinanet was compiled with -a; its delegate search dropped the FPN ADD fed by a PAD (no
-    # documented rule says why). Given that fallback, the partitioner must reproduce the rest of the log.
+    # retinanet was compiled with -a; its delegate search dropped the FPN ADD fed by a PAD that pads
+    # the height on one side (`one-sided-pad-operand`, not documented). Given that fallback, the
+    # partitioner must reproduce the rest of the log.
     from tasks.stages.edgetpu import Graph
     from tasks.stages.edgetpu.partition import partition
     from tasks.stages.edgetpu.rules import RULES_BY_ID, Finding
@@ -89,14 +90,21 @@ def test_several_subgraphs_reproduce_the_retinanet_log() -> None:
         op.index for op in g.operators
         if op.name == "ADD" and any(g.operators[p].name == "PAD" for p in g.producers_of(op))
     ]  # fmt: skip
-    placed = partition(g, {add: Finding(RULES_BY_ID["large-tensor"], "as logged", "")}, multiple_subgraphs=True)
+    prediction = preflight(folder / "model.tflite", min_runtime_version=13, multiple_subgraphs=True)
+    assert [op.index for op in prediction.operators if op.rule] == [add]
+    assert prediction.operators[add].rule == "one-sided-pad-operand" and prediction.operators[add].uncertain
+    placed = partition(
+        g, {add: Finding(RULES_BY_ID["one-sided-pad-operand"], "as logged", "")}, multiple_subgraphs=True
+    )
     report = parse_compiler_log((folder / "compiler.log").read_text())
     off = Counter(g.operators[i].name for i, p in enumerate(placed.placements) if not p.edgetpu)
     logged_off = Counter({row.name: row.count for row in report.rows if not row.mapped})
     assert off == logged_off and placed.subgraphs == report.subgraphs == 3
     sizes = Counter(p.subgraph for p in placed.placements if p.edgetpu)
     assert sizes[0] == 119  # "Try to compile segment with 119 ops" ... "Model compiled successfully"
-    assert all(p.because_of == add for p in placed.placements if not p.edgetpu and p.status == ONE_SUBGRAPH)
+    # The ADD's own status is the compiler's for it ("More than one subgraph"); the rest depend on it.
+    dependents = [p for i, p in enumerate(placed.placements) if not p.edgetpu and i != add]
+    assert dependents and all(p.status == ONE_SUBGRAPH and p.because_of == add for p in dependents)
 
 
 def test_real_float_model_gets_a_not_quantized_verdict() -> None:
