@@ -29,16 +29,7 @@ def print_report(report: RunReport, process_started: float, finished: float) -> 
             f"{recorded})"
         )
         return
-    variants = Table(title="variants (test split)")
-    for column in ("variant", "accuracy", "size bytes", "gzip bytes"):
-        variants.add_column(column, justify="left" if column == "variant" else "right")
-    evaluation = report.metrics["evaluate"]
-    for name in ("float", "pruned", "clustered", "float_tflite", evaluation["shipped"]):
-        if name not in evaluation:
-            continue  # clustered: only when cluster.enabled
-        values = evaluation[name]
-        variants.add_row(name, f"{values['accuracy']:.4f}", f"{values['size_bytes']:,}", f"{values['gzip_bytes']:,}")
-    console.print(variants)
+    console.print(variants_table(report.metrics["evaluate"]))
 
     timing = Table(title="where the time went")
     for column in ("step", "status", "seconds"):
@@ -66,6 +57,33 @@ def print_report(report: RunReport, process_started: float, finished: float) -> 
         console.print(f"{verb} version {report.version.version}, now 'candidate'")
     if report.promoted is not None:
         console.print(report.promoted.message)
+
+
+def variants_table(evaluation: dict[str, Any]) -> Any:
+    """Every variant's accuracy, what the device holds and computes, and the download (file, gzipped).
+
+    `evaluation` is metrics.json's variants (as the run's metrics hold them). Parameter bytes are the
+    dense bytes the device holds (float32 for the Keras models, as stored for each .tflite); the
+    gzipped size is the download, which pruning's zeros and clustering's repeats shrink.
+    """
+    from rich.table import Table
+
+    table = Table(title="variants (test split)")
+    for column in ("variant", "accuracy", "parameter bytes", "MACs", "file bytes", "gzip bytes"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name in ("float", "pruned", "clustered", "float_tflite", evaluation["shipped"]):
+        if name not in evaluation:
+            continue  # clustered: only when cluster.enabled
+        values = evaluation[name]
+        table.add_row(
+            name,
+            f"{values['accuracy']:.4f}",
+            _num(values.get("param_bytes"), ",.0f"),
+            _num(values.get("macs"), ",.0f"),
+            f"{values['size_bytes']:,}",
+            f"{values['gzip_bytes']:,}",
+        )
+    return table
 
 
 def print_gate(gate: dict[str, Any]) -> None:

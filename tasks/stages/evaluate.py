@@ -15,6 +15,7 @@ from tasks.layout import Layout
 from tasks.params import EvaluateParams, Params
 from tasks.stages import images
 from tasks.stages.fit import accuracy, load_model
+from tasks.stages.footprint import tflite_footprint
 from tasks.stages.images import Images
 from tasks.stages.inference import TFLiteModel
 
@@ -28,9 +29,15 @@ def file_sizes(path: Path) -> dict[str, int]:
 
 
 def keras_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str, Any]:
-    """Accuracy and size of a saved Keras model."""
+    """Accuracy and sizes of a saved Keras model (its parameters held as float32: 4 bytes each)."""
     model = load_model(path)
-    return {"accuracy": round(accuracy(model, test, params.batch_size), 6), **file_sizes(path)}
+    parameters = int(model.count_params())
+    return {
+        "accuracy": round(accuracy(model, test, params.batch_size), 6),
+        "parameters": parameters,
+        "param_bytes": 4 * parameters,
+        **file_sizes(path),
+    }
 
 
 def tflite_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str, Any]:
@@ -45,6 +52,8 @@ def tflite_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str
         "loss": round(loss, 6),
         "latency_ms": round(latency, 4),
         **file_sizes(path),
+        # What the device holds and computes, dense, beside the download size above.
+        **tflite_footprint(path).to_dict(),
         "input_dtype": model.input_dtype.name,
         "output_dtype": model.output_dtype.name,
     }
@@ -100,9 +109,10 @@ def run(layout: Layout, params: Params) -> dict[str, Any]:
     write_csv(layout.confusion, predictions(layout.quantized_tflite(mode), test, params.evaluate))
     for name, values in variants.items():
         log.info(
-            "%-12s accuracy %.4f  %9d bytes  %9d gzipped",
+            "%-12s accuracy %.4f  %9d parameter bytes  %9d bytes  %9d gzipped",
             name,
             values["accuracy"],
+            values["param_bytes"],
             values["size_bytes"],
             values["gzip_bytes"],
         )
