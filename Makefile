@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The page `dvc plots show` fills, with its chart libraries inlined from the venv (it draws offline).
+PLOTS_TEMPLATE := .dvc/plots.html
 # One pytest-xdist worker per core; a test file's tests stay on one worker, so its module fixtures
 # (a trained project, the team setup's servers) are built once; files are handed out in the order
 # tests/conftest.py collects them (longest first), not by their number of tests.
@@ -17,22 +19,25 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+$(PLOTS_TEMPLATE): $(STAMP) tasks/bookkeeping/plots.py
+	$(BIN)/python -m tasks.bookkeeping.plots $@
+
 ## run: the compression flow on the embedded default data (digits)
-run: $(STAMP)
+run: $(STAMP) $(PLOTS_TEMPLATE)
 	$(BIN)/edgecompress run
 
 ## test: lint, then every test, the slow end-to-end flow tests and the integration suite included
-test: $(STAMP)
+test: $(STAMP) $(PLOTS_TEMPLATE)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PARALLEL)
 
 ## test-fast: the unit tests only
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(PLOTS_TEMPLATE)
 	$(BIN)/pytest $(PARALLEL) -m "not slow"
 
 ## test-integration: only the team setup's real servers (PostgreSQL, MLflow, Prefect, workers); part of `test`
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(PLOTS_TEMPLATE)
 	$(BIN)/pytest -m integration
 
 ## lint: ruff and mypy
@@ -42,7 +47,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## repro: the same pipeline through DVC alone, no Prefect
-repro: $(STAMP)
+repro: $(STAMP) $(PLOTS_TEMPLATE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 ## lock: re-resolve pyproject.toml's dependencies into requirements.lock
@@ -55,4 +60,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PLOTS_TEMPLATE)

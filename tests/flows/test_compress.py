@@ -90,6 +90,24 @@ def test_metrics_json_holds_every_variant(project: Layout, first: RunReport) -> 
     assert dvc("metrics", "show", "--json", cwd=project.root).stdout  # DVC knows them as metrics
 
 
+def test_dvc_plots_draw_with_the_network_off(project: Layout, first: RunReport, tmp_path: Path) -> None:
+    """`dvc plots show`'s page, opened in Chromium with no network, draws every plot; DVC's own draws none."""
+    from dvc_render.html import PAGE_HTML
+
+    from tests import browser
+
+    plots = {"data_reports_confusion_csv", "data_reports_sparsity_csv", "data_reports_quant_debug_csv"}
+    dvc("plots", "show", "-o", str(tmp_path / "offline"), cwd=project.root)  # .dvc/config names the template
+    drawn = browser.drawn_marks(browser.dump_dom((tmp_path / "offline" / "index.html").as_uri(), offline=True), plots)
+    assert all(count > 0 for count in drawn.values()), drawn
+    # The same plots on DVC's own page (its libraries from a CDN): nothing drawn without the network.
+    (tmp_path / "cdn.html").write_text(PAGE_HTML)
+    dvc("plots", "show", "-o", str(tmp_path / "cdn"), "--html-template", str(tmp_path / "cdn.html"), cwd=project.root)
+    assert browser.drawn_marks(browser.dump_dom((tmp_path / "cdn" / "index.html").as_uri(), offline=True), plots) == {
+        plot: 0 for plot in plots
+    }
+
+
 def test_mlflow_run_has_metrics_artifacts_and_lineage_tags(project: Layout, first: RunReport) -> None:
     client = mlflow.MlflowClient(tracking_uri=first.tracking_uri)
     run = client.get_run(first.run_id)
