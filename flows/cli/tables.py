@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,31 +11,56 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from flows.compress import RunReport
     from flows.sweep import SweepReport
     from tasks.stages.edgetpu import CompilerReport, Preflight
 
+# Piped output has no width of its own: wide enough for any table here, so that nothing is cut.
+PIPED_WIDTH = 1000
+
+
+def console() -> Console:
+    """Where every table is printed: in a terminal, its width; piped, as wide as the tables need.
+
+    rich assumes 80 columns when stdout is not a terminal, and cuts a wider table's cells to fit
+    (the sweep's settings, the gate's notes). `COLUMNS` still decides when it is set.
+    """
+    from rich.console import Console
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPED_WIDTH)
+
+
+def table(title: str, columns: Iterable[str], right: Iterable[str] = ()) -> Table:
+    """A rich table whose cells wrap, folding long words, when the terminal is narrower than the table."""
+    from rich.table import Table
+
+    aligned = set(right)
+    result = Table(title=title)
+    for column in columns:
+        result.add_column(column, justify="right" if column in aligned else "left", overflow="fold")
+    return result
+
 
 def print_report(report: RunReport, process_started: float, finished: float) -> None:
     """A run: every variant, where the time went, the Edge TPU mapping, the gate, the registry."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    out = console()
     if report.skipped or report.gate is None:
         assert report.version is not None  # a skipped run stands for a registered version
         recorded = "" if report.recorded else "; not recorded in Prefect (no server configured)"
-        console.print(
+        out.print(
             f"nothing changed: every stage is up to date and no setting changed since MLflow run {report.run_id}, "
             f"which registered version {report.version.version}; it stands ({finished - process_started:.1f} s"
             f"{recorded})"
         )
         return
-    console.print(variants_table(report.metrics["evaluate"]))
+    out.print(variants_table(report.metrics["evaluate"]))
 
-    timing = Table(title="where the time went")
-    for column in ("step", "status", "seconds"):
-        timing.add_column(column, justify="right" if column == "seconds" else "left")
+    timing = table("where the time went", ("step", "status", "seconds"), right=("seconds",))
     in_stages = 0.0
     for outcome in report.stages:
         timing.add_row(outcome.name, "ran" if outcome.ran else "skipped", f"{outcome.seconds:.1f}")
@@ -45,37 +72,34 @@ def print_report(report: RunReport, process_started: float, finished: float) -> 
     timing.add_row("orchestration (Prefect, DVC)", "", f"{max(orchestration, 0.0):.1f}")
     timing.add_row("start-up (imports, Prefect server)", "", f"{startup:.1f}")
     timing.add_row("total", "", f"{finished - process_started:.1f}", style="bold")
-    console.print(timing)
+    out.print(timing)
     tpu = report.metrics["edgetpu"]
-    console.print(
+    out.print(
         f"Edge TPU: {tpu['mapped_fraction']:.0%} of operators mapped, {tpu['subgraphs']} subgraph(s) ({tpu['note']})"
     )
     print_gate(report.gate.to_dict())
-    console.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
+    out.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
     if report.version is not None:
         verb = "registered" if report.version.new else "already registered (same model) as"
-        console.print(f"{verb} version {report.version.version}, now 'candidate'")
+        out.print(f"{verb} version {report.version.version}, now 'candidate'")
     if report.promoted is not None:
-        console.print(report.promoted.message)
+        out.print(report.promoted.message)
 
 
-def variants_table(evaluation: dict[str, Any]) -> Any:
+def variants_table(evaluation: dict[str, Any]) -> Table:
     """Every variant's accuracy, what the device holds and computes, and the download (file, gzipped).
 
     `evaluation` is metrics.json's variants (as the run's metrics hold them). Parameter bytes are the
     dense bytes the device holds (float32 for the Keras models, as stored for each .tflite); the
     gzipped size is the download, which pruning's zeros and clustering's repeats shrink.
     """
-    from rich.table import Table
-
-    table = Table(title="variants (test split)")
-    for column in ("variant", "accuracy", "parameter bytes", "MACs", "file bytes", "gzip bytes"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+    columns = ("variant", "accuracy", "parameter bytes", "MACs", "file bytes", "gzip bytes")
+    variants = table("variants (test split)", columns, right=columns[1:])
     for name in ("float", "pruned", "clustered", "float_tflite", evaluation["shipped"]):
         if name not in evaluation:
             continue  # clustered: only when cluster.enabled
         values = evaluation[name]
-        table.add_row(
+        variants.add_row(
             name,
             f"{values['accuracy']:.4f}",
             _num(values.get("param_bytes"), ",.0f"),
@@ -83,53 +107,36 @@ def variants_table(evaluation: dict[str, Any]) -> Any:
             f"{values['size_bytes']:,}",
             f"{values['gzip_bytes']:,}",
         )
-    return table
+    return variants
 
 
 def print_gate(gate: dict[str, Any]) -> None:
     """Every check of a gate result (gate.json's form): observed, threshold, verdict, note."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"gate: {gate['verdict']}")
-    for column in ("check", "observed", "threshold", "verdict", "note"):
-        table.add_column(column)
+    checks = table(f"gate: {gate['verdict']}", ("check", "observed", "threshold", "verdict", "note"))
     for check in gate["checks"]:
         observed = "-" if check["observed"] is None else f"{check['observed']:.6g}"
         threshold = "-" if check["threshold"] is None else f"{check['comparison']} {check['threshold']:.6g}"
         style = {"fail": "red", "pass": "green"}.get(check["verdict"], "dim")
-        table.add_row(check["name"], observed, threshold, check["verdict"], check["note"], style=style)
-    Console().print(table)
+        checks.add_row(check["name"], observed, threshold, check["verdict"], check["note"], style=style)
+    console().print(checks)
 
 
 def print_sweep(report: SweepReport, root: Path) -> None:
     """The trials, where the answer was written, and the best trial that passes the gate."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title="sweep (test split; shipped int8 model of each trial)")
-    for column in (
-        "trial",
-        "settings",
-        "accuracy",
-        "gzip bytes",
-        "ms (builtin)",
-        "ms (xnnpack)",
-        "TPU",
-        "gate",
-        "front",
-    ):
-        table.add_column(column)
+    out = console()
+    trials = table(
+        "sweep (test split; shipped int8 model of each trial)",
+        ("trial", "settings", "accuracy", "gzip bytes", "ms (builtin)", "ms (xnnpack)", "TPU", "gate", "front"),
+    )
     for outcome in report.outcomes:
         if outcome.status != "ok":
-            table.add_row(outcome.trial.name, outcome.trial.settings, "failed", "", "", "", "", "", outcome.error[:60])
+            trials.add_row(outcome.trial.name, outcome.trial.settings, "failed", "", "", "", "", "", outcome.error[:60])
             continue
         m = outcome.metrics
         front = "/".join(
             name for name, on in (("size", outcome.pareto_size), ("latency", outcome.pareto_latency)) if on
         )
-        table.add_row(
+        trials.add_row(
             outcome.trial.name,
             outcome.trial.settings,
             f"{m['accuracy']:.4f}",
@@ -140,66 +147,55 @@ def print_sweep(report: SweepReport, root: Path) -> None:
             outcome.gate,
             front,
         )
-    console.print(table)
-    console.print(f"table: {report.csv.relative_to(root)}; Pareto front: {report.plot.relative_to(root)}")
-    console.print(f"MLflow run {report.run_id} (a nested run per trial)")
+    out.print(trials)
+    out.print(f"table: {report.csv.relative_to(root)}; Pareto front: {report.plot.relative_to(root)}")
+    out.print(f"MLflow run {report.run_id} (a nested run per trial)")
     if report.best is None:
-        console.print("no trial passes the gate")
+        out.print("no trial passes the gate")
     elif report.applied:
-        console.print(
+        out.print(
             f"best that passes the gate: {report.best.trial.name}; written into params.yaml "
             f"({report.best.trial.settings}) - `edgecompress run` builds and registers it through the gate"
         )
     else:
-        console.print(
+        out.print(
             f"best that passes the gate: {report.best.trial.name} ({report.best.trial.settings}); --apply writes it"
         )
     failed = [o for o in report.outcomes if o.status != "ok"]
     if failed:
-        console.print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{o.trial.name}: {o.error}" for o in failed))
+        out.print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{o.trial.name}: {o.error}" for o in failed))
 
 
-def two_columns(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, Any]]) -> Any:
+def two_columns(title: str, columns: tuple[str, str], rows: Iterable[tuple[str, Any]]) -> Table:
     """A two-column rich table."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    pairs = table(title, columns)
     for key, value in rows:
-        table.add_row(key, str(value))
-    return table
+        pairs.add_row(key, str(value))
+    return pairs
 
 
 def print_lineage(name: str, record: dict[str, Any]) -> None:
     """How a version was made: run, code, data hashes, gate, metrics, params."""
-    from rich.console import Console
-
-    console = Console()
+    out = console()
     aliases = ", ".join(record["aliases"]) or "no alias"
-    console.print(f"[bold]{name} version {record['version']}[/bold] ({aliases})  run {record['run_id']}")
+    out.print(f"[bold]{name} version {record['version']}[/bold] ({aliases})  run {record['run_id']}")
     dirty = " (uncommitted changes)" if record["code"]["dirty"] == "true" else ""
-    console.print(f"code: git {record['code']['commit']}{dirty}")
-    console.print(
-        two_columns("data (DVC hashes recorded in the run's dvc.lock)", ("path", "md5"), record["data"].items())
-    )
+    out.print(f"code: git {record['code']['commit']}{dirty}")
+    out.print(two_columns("data (DVC hashes recorded in the run's dvc.lock)", ("path", "md5"), record["data"].items()))
     if record["gate"]:
         print_gate(record["gate"])
     shown = {k: f"{v:.6g}" for k, v in record["metrics"].items() if k.startswith(("evaluate.", "prune.sparsity"))}
-    console.print(two_columns("metrics", ("metric", "value"), shown.items()))
-    console.print(two_columns("params", ("param", "value"), record["params"].items()))
+    out.print(two_columns("metrics", ("metric", "value"), shown.items()))
+    out.print(two_columns("params", ("param", "value"), record["params"].items()))
 
 
 def print_history(name: str, rows: list[dict[str, Any]]) -> None:
     """One row per registered version: aliases, gate verdict, key metrics, commit."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{name} versions")
-    for column in ("version", "aliases", "gate", "int8 acc", "float acc", "int8 bytes", "sparsity", "commit"):
-        table.add_column(column)
+    versions = table(
+        f"{name} versions", ("version", "aliases", "gate", "int8 acc", "float acc", "int8 bytes", "sparsity", "commit")
+    )
     for row in rows:
-        table.add_row(
+        versions.add_row(
             str(row["version"]),
             ", ".join(row["aliases"]),
             row["gate"],
@@ -209,7 +205,7 @@ def print_history(name: str, rows: list[dict[str, Any]]) -> None:
             _num(row["sparsity"], ".3f"),
             row["git_commit"],
         )
-    Console().print(table)
+    console().print(versions)
 
 
 def _num(value: float | None, spec: str) -> str:
@@ -218,22 +214,16 @@ def _num(value: float | None, spec: str) -> str:
 
 def print_diff(result: dict[str, Any]) -> None:
     """What differs between two versions, section by section."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    out = console()
     va, vb = result["versions"]
     for section in ("params", "metrics", "data", "code"):
-        table = Table(title=f"{section}: version {va} vs {vb}")
-        table.add_column("key")
-        table.add_column(f"v{va}")
-        table.add_column(f"v{vb}")
+        differences = table(f"{section}: version {va} vs {vb}", ("key", f"v{va}", f"v{vb}"))
         for key, (left, right) in result[section].items():
-            table.add_row(key, str(left), str(right))
+            differences.add_row(key, str(left), str(right))
         if result[section]:
-            console.print(table)
+            out.print(differences)
         else:
-            console.print(f"{section}: no difference")
+            out.print(f"{section}: no difference")
 
 
 def print_preflight(model: Path, predicted: Preflight, compiled: CompilerReport | None, found: bool) -> None:
