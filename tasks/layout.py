@@ -89,6 +89,11 @@ class Layout:
         return self.reports / "metrics.json"
 
     @property
+    def summary(self) -> Path:
+        """The shipped model's headline figures, flat: the DVC metrics (`dvc metrics show`)."""
+        return self.reports / "summary.json"
+
+    @property
     def confusion(self) -> Path:
         """The shipped model's prediction for each test image (`dvc plots`' confusion matrix)."""
         return self.reports / "confusion.csv"

@@ -82,8 +82,22 @@ def compare(variants: dict[str, dict[str, Any]], shipped: str) -> dict[str, floa
     }
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The shipped model's figures that `dvc metrics show` prints: a few flat keys, one short row."""
+    variants, shipped = metrics["variants"], metrics["variants"][metrics["shipped"]]
+    return {
+        "accuracy": shipped["accuracy"],
+        "float_accuracy": variants["float_tflite"]["accuracy"],
+        "accuracy_drop": metrics["summary"]["accuracy_drop"],
+        "size_bytes": shipped["size_bytes"],
+        "gzip_bytes": shipped["gzip_bytes"],
+        "sparsity": variants["pruned"]["sparsity"],
+    }
+
+
 def run(layout: Layout, params: Params) -> dict[str, Any]:
-    """The evaluate stage: data/reports/metrics.json, accuracy and size of every variant on the test split."""
+    """The evaluate stage: data/reports/metrics.json, accuracy and size of every variant on the test split
+    (summary.json: the shipped model's, flat)."""
     test = images.load_test(layout, params.data)
     prune_report = json.loads(layout.prune_report.read_text())
     mode = params.quantize.ptq_mode
@@ -106,6 +120,7 @@ def run(layout: Layout, params: Params) -> dict[str, Any]:
         "summary": compare(variants, shipped),
     }
     write_json(layout.metrics, metrics)
+    write_json(layout.summary, headline(metrics))
     write_csv(layout.confusion, predictions(layout.quantized_tflite(mode), test, params.evaluate))
     for name, values in variants.items():
         log.info(
