@@ -1,7 +1,9 @@
 """The registered model, defined from code: an MLflow pyfunc that runs the int8 .tflite on LiteRT.
 
 MLflow executes this file when it loads the model (models-from-code), so nothing is pickled:
-the model is this class plus the .tflite artifact it is given.
+the model is this class plus the .tflite artifact it is given. The code registered with it is the
+inference runtime alone (register.py, INFERENCE_CODE): this file must import nothing else of the
+project, so that a client with only mlflow, ai-edge-litert and NumPy can load it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -15,7 +18,7 @@ from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import STAGES
 from tasks.stages.gate import run_gate
-from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, UNREACHABLE_TRACKING, repo_params
+from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, REPO, UNREACHABLE_TRACKING, repo_params
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,65 @@ def test_registered_pyfunc_predicts_like_the_tflite_model(store: tuple[str, Para
     x, _ = images.load_calibration(layout, params.data).head(5).arrays()
     assert np.allclose(model.predict(x), TFLiteModel(layout.int8_tflite).predict(x))
     assert model.metadata.signature is not None
+
+
+@pytest.fixture(scope="session")
+def inference_env() -> Path:
+    """A fresh virtualenv with only mlflow and ai-edge-litert (and NumPy), as requirements.lock pins them.
+
+    Built with `python -m venv` and `pip install` (minutes: pip downloads MLflow's dependencies) and
+    kept between sessions in the user's cache, one folder per set of pins.
+    """
+    pins = {
+        line.split("==")[0].lower(): line.strip()
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    wanted = [pins["mlflow"], pins["ai-edge-litert"], pins["numpy"]]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecompress-tests"
+    folder = cache / ("inference-env-" + hashlib.sha256(" ".join(wanted).encode()).hexdigest()[:12])
+    if (folder / "installed").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # an install that did not finish
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
+    install = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    result = subprocess.run([*install, *wanted], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder / "installed").write_text("\n".join(wanted) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_client_with_only_mlflow_and_litert_loads_and_predicts(
+    store: tuple[str, Params, Layout], inference_env: Path, tmp_path: Path
+) -> None:
+    """The registered model carries the inference runtime as its code, and nothing of the pipeline."""
+    uri, params, layout = store
+    from tasks.stages import images
+    from tasks.stages.inference import TFLiteModel
+
+    name = params.registry.model_name
+    x, _ = images.load_calibration(layout, params.data).head(5).arrays()
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, mlflow, numpy as np; model = mlflow.pyfunc.load_model(sys.argv[1]); "
+        "np.save(sys.argv[3], model.predict(np.load(sys.argv[2])))"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": uri}
+    result = subprocess.run(
+        [str(inference_env / "bin" / "python"), "-c", script, f"models:/{name}/2", "x.npy", "y.npy"],
+        cwd=tmp_path,  # not the project: nothing of it is importable
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.allclose(np.load(tmp_path / "y.npy"), TFLiteModel(layout.int8_tflite).predict(x))
+    mlflow.set_tracking_uri(uri)
+    model = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/2", dst_path=str(tmp_path / "model")))
+    code = sorted(path.relative_to(model / "code").as_posix() for path in (model / "code").rglob("*.py"))
+    assert code == ["tasks/__init__.py", "tasks/errors.py", "tasks/stages/__init__.py", "tasks/stages/inference.py"]
 
 
 def test_promote_rollback_and_refusals(store: tuple[str, Params, Layout]) -> None:
