@@ -72,6 +72,22 @@ def quiet_expected_errors() -> None:
             logger.addFilter(_ExpectedErrorsInOneLine())
 
 
+def show_domain_logs() -> None:
+    """The project's own log lines (loggers `tasks.*`, INFO and up) in the Prefect UI and on the console.
+
+    flows/__init__.py names the `tasks` logger in PREFECT_LOGGING_EXTRA_LOGGERS, which Prefect reads
+    once, when it configures logging at its import. A worker's flow-run process imports Prefect
+    before the flow's module, so there the variable comes too late and the logger gets no API
+    handler; and Prefect sets the extra loggers no level, so everywhere (`serve`'s flow runs too)
+    their INFO lines stopped at the root logger's WARNING. Every flow does both here first.
+    """
+    logger = logging.getLogger("tasks")
+    logger.setLevel(logging.INFO)
+    for handler in logging.getLogger("prefect.extra").handlers:  # Prefect's API handler
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+
+
 @task(cache_policy=NO_CACHE)
 def plan(layout: Layout, params: Params, uri: str) -> Plan:
     """What must run and why: DVC's status of every stage, and whether the last successful run still stands."""
@@ -137,6 +153,7 @@ def compress(project: str = ".") -> Any:
     """Run the pipeline in-process on the project at `project`; register the model if it passes the gate."""
     started_at = time.time()
     quiet_expected_errors()
+    show_domain_logs()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
     uri = tracking.tracking_uri(layout.root)

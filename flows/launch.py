@@ -8,7 +8,9 @@ starts; everything else runs under `in_prefect` (flows/server.py).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -110,19 +112,27 @@ def serve(root: Path, schedule: dict[str, Any], announce: Any) -> None:
     must run its services; otherwise a local `prefect server` with its services and UI is started.
     """
 
+    name = f"{root.name}-retrain"
+
     def serve_flow() -> None:
-        from prefect.settings import PREFECT_UI_URL
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
         from flows.retrain import retrain as retrain_flow
 
-        announce(PREFECT_UI_URL.value() or "no UI")
+        # Prefect's own hint (`prefect deployment run ...`) reaches the default API, not the server
+        # started here on a free port: this one names the API, and the prefect of this environment.
+        prefect = Path(sys.executable).with_name("prefect")
+        run_now = f"PREFECT_API_URL={PREFECT_API_URL.value()} {shlex.quote(str(prefect))} deployment run "
+        announce(PREFECT_UI_URL.value() or "no UI", run_now + shlex.quote(f"retrain/{name}"))
         # Ctrl-C as KeyboardInterrupt, which Flow.serve catches to shut its runner down. Under
         # Python's own handler, asyncio.run turns the first Ctrl-C into a cancellation of the
         # runner's task instead, which the runner can absorb and go on serving.
         previous = signal.signal(signal.SIGINT, _interrupt)
         try:
             # limit=1: runs of this schedule queue up rather than overlap (the project lock would refuse them).
-            retrain_flow.serve(name=f"{root.name}-retrain", parameters={"project": str(root)}, limit=1, **schedule)
+            retrain_flow.serve(
+                name=name, parameters={"project": str(root)}, limit=1, print_starting_message=False, **schedule
+            )
         finally:
             signal.signal(signal.SIGINT, previous)
 

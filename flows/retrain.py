@@ -10,7 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows.compress import SKIPPED, RunReport, compress, publish, quiet_expected_errors
+from flows.compress import SKIPPED, RunReport, compress, publish, quiet_expected_errors, show_domain_logs
 from tasks.bookkeeping import summary, tracking, versioning
 from tasks.bookkeeping.lock import project_lock
 from tasks.bookkeeping.plan import pending
@@ -54,6 +54,7 @@ def push(layout: Layout) -> int:
 def retrain(project: str = ".") -> Any:
     """One scheduled retrain of the project at `project`: skipped in seconds when nothing changed."""
     quiet_expected_errors()
+    show_domain_logs()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
     with project_lock(layout.root, params.retrain.wait_s):

@@ -197,11 +197,7 @@ def flush_prefect_services(timeout: float = 30.0) -> None:
 def in_prefect(
     root: Path, call: Callable[[], T], scheduler: bool = False, while_starting: Callable[[], object] | None = None
 ) -> T:
-    """Run a flow as every command does: a Prefect API, domain logs shown, Prefect flushed after."""
-    import logging
-
-    # Prefect attaches its handlers to the `tasks` logger (flows/__init__.py) but not a level.
-    logging.getLogger("tasks").setLevel(logging.INFO)
+    """Run a flow as every command does: a Prefect API, Prefect flushed after (each flow shows domain logs)."""
     # serve's own server keeps this project's schedule and history in the project (beside DVC's
     # tmp files), not in Prefect's home: runs that an earlier serve of another folder scheduled
     # there would otherwise reach this one, with that folder's path.

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.compress import pipeline_stage, publish, quiet_expected_errors
+from flows.compress import pipeline_stage, publish, quiet_expected_errors, show_domain_logs
 from tasks import registry
 from tasks.bookkeeping import tracking
 from tasks.bookkeeping.lock import project_lock
@@ -51,6 +51,7 @@ def champion(uri: str, name: str) -> float | None:
 def sweep_flow(project: str, grid: dict[str, list[Any]], threads: int | None = None, apply: bool = False) -> Any:
     """Train once, then every grid point as a task on the flow's task runner (Dask)."""
     quiet_expected_errors()
+    show_domain_logs()
     layout = Layout(Path(project).resolve())
     params = load_params(layout.params_file)
     specs = sweep.expand(layout.params_file, grid)

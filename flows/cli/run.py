@@ -92,8 +92,9 @@ def serve(
 
     when = checked(schedule)
 
-    def announce(ui: str) -> None:
+    def announce(ui: str, run_now: str) -> None:
         typer.echo(f"serving retrain of {root} on {when}; Prefect UI: {ui}; Ctrl-C stops")
+        typer.echo(f"to run it now, from any shell: {run_now}")
 
     gated(root, lambda: launch.serve(root, when, announce))
 

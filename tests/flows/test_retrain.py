@@ -17,6 +17,7 @@ import pytest
 
 from tasks import registry
 from tasks.layout import Layout
+from tasks.params import write_overrides
 from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, TINY, cli_env, dvc, edgecompress, make_project
 
 pytestmark = pytest.mark.slow
@@ -119,7 +120,10 @@ def test_checkout_names_missing_objects(project: Layout, tmp_path: Path) -> None
     assert not (tmp_path / "gone").exists()
 
 
-def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
+def test_serve_runs_on_schedule_shows_the_project_logs_and_stops_on_ctrl_c(project: Layout, tmp_path: Path) -> None:
+    # A gate threshold changed: the first scheduled run gates again without retraining (the project's
+    # own log lines say that every stage is skipped), and the runs after it have nothing to do.
+    write_overrides(project.params_file, ["gate.min_accuracy=0.49"])
     server = subprocess.Popen(
         [EDGECOMPRESS, "serve", "--interval", "5"],
         cwd=project.root,
@@ -136,6 +140,14 @@ def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
     while time.monotonic() < deadline and not any("skipped: no change" in line for line in lines):
         time.sleep(1)
     saw_run = any("skipped: no change" in line for line in lines)
+    # The hint serve prints works as printed, from a shell that knows nothing of serve's server.
+    hints = [line.split("from any shell: ", 1)[1].strip() for line in lines if "from any shell: " in line]
+    triggered = None
+    if hints:
+        shell_env = {k: v for k, v in cli_env().items() if not k.startswith("PREFECT_API")}
+        triggered = subprocess.run(
+            ["bash", "-c", hints[0]], cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120
+        )
     # Ctrl-C in a terminal: SIGINT to the whole process group, the next scheduled run's process included.
     os.killpg(server.pid, signal.SIGINT)
     try:
@@ -151,3 +163,10 @@ def test_serve_runs_on_schedule_and_stops_on_ctrl_c(project: Layout) -> None:
     assert saw_run, "".join(lines[-40:])
     assert code == 0, "".join(lines[-120:])
     assert not any("Traceback" in line for line in lines)
+    # The flow runs' own lines (loggers tasks.*), not only Prefect's, reach serve's console.
+    assert any("tasks.bookkeeping.plan" in line and "train: up to date, skipped" in line for line in lines), "".join(
+        lines[-80:]
+    )
+    assert triggered is not None, "".join(lines[:20])
+    assert triggered.returncode == 0, triggered.stdout[-2000:] + triggered.stderr[-2000:]
+    assert "Created flow run" in triggered.stdout, triggered.stdout[-2000:]
