@@ -163,7 +163,12 @@ def wait_until_up(program: Program, url: str, timeout: float) -> None:
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster: initdb in a temporary folder, its own port, trust auth on loopback only."""
+    """A throwaway PostgreSQL cluster: initdb in a temporary folder, its own port, on loopback only.
+
+    As on a real database host, every connection over TCP needs a role's password; only the
+    superuser, over the cluster's Unix socket, needs none. `create_roles_and_databases` is step 1 of
+    README "Scaling out", command for command.
+    """
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -172,6 +177,8 @@ class Postgres:
         self.data = self.folder / "data"
         self.port = free_port()
         self.user = "postgres"
+        # The roles the MLflow and Prefect servers log in as.
+        self.passwords = {role: secrets.token_urlsafe(18) for role in ("mlflow", "prefect")}
 
     def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin_dir / command[0]), *command[1:]]
@@ -182,26 +189,41 @@ class Postgres:
             raise ServerError(f"{' '.join(command[:2])} failed: {(result.stderr or result.stdout)[-2000:]}")
         return result
 
+    def _admin(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """A client command as the superuser, over the Unix socket (what `sudo -u postgres` does on a host)."""
+        return self._run(command[0], "-h", str(self.folder), "-p", str(self.port), "-U", self.user, *command[1:])
+
     def start(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres")
         say(f"PostgreSQL: initdb in {self.data}")
-        self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync")
+        auth = ("--auth-local=trust", "--auth-host=scram-sha-256")
+        self._run("initdb", "-D", str(self.data), "-U", self.user, *auth, "-E", "UTF8", "--no-sync")
         options = f"-c listen_addresses={HOST} -p {self.port} -k {self.folder} -c fsync=off -c max_connections=200"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "postgres.log"), "-o", options, "-w", "start")
         say(f"PostgreSQL: started on {HOST}:{self.port}")
 
-    def create_database(self, name: str) -> None:
-        self._run("createdb", "-h", HOST, "-p", str(self.port), "-U", self.user, name)
-        say(f"PostgreSQL: database {name} created")
+    def create_roles_and_databases(self) -> None:
+        """README "Scaling out", step 1: the two roles with their passwords, and the three databases they own."""
+        mlflow, prefect = self.passwords["mlflow"], self.passwords["prefect"]
+        self._admin(
+            "psql",
+            *("-v", "ON_ERROR_STOP=1"),
+            *("-c", f"CREATE ROLE mlflow LOGIN PASSWORD '{mlflow}'"),
+            *("-c", f"CREATE ROLE prefect LOGIN PASSWORD '{prefect}'"),
+        )
+        for database, owner in (("mlflow", "mlflow"), ("mlflow_auth", "mlflow"), ("prefect", "prefect")):
+            self._admin("createdb", "-O", owner, database)
+        say("PostgreSQL: roles mlflow, prefect and databases mlflow, mlflow_auth, prefect created")
 
     def query(self, database: str, sql: str) -> list[list[str]]:
         """Rows of a query, as psql prints them unaligned (to look into a store without its server)."""
-        out = self._run("psql", "-h", HOST, "-p", str(self.port), "-U", self.user, "-d", database, "-At", "-c", sql)
+        out = self._admin("psql", "-d", database, "-At", "-c", sql)
         return [line.split("|") for line in out.stdout.splitlines() if line]
 
-    def url(self, database: str, driver: str) -> str:
-        return f"postgresql+{driver}://{self.user}@{HOST}:{self.port}/{database}"
+    def url(self, database: str, driver: str, role: str) -> str:
+        """The SQLAlchemy URL a server logs in with, as `role` with its password, over TCP."""
+        return f"postgresql+{driver}://{role}:{self.passwords[role]}@{HOST}:{self.port}/{database}"
 
     def stop(self) -> None:
         if self.data.is_dir():
@@ -240,13 +262,11 @@ class MlflowServer:
         self.program: Program | None = None
 
     def prepare(self) -> None:
-        self.postgres.create_database("mlflow")
-        self.postgres.create_database("mlflow_auth")
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             "[mlflow]\n"
             "default_permission = READ\n"
-            f"database_uri = {self.postgres.url('mlflow_auth', 'psycopg2')}\n"
+            f"database_uri = {self.postgres.url('mlflow_auth', 'psycopg2', 'mlflow')}\n"
             "admin_username = admin\n"
             f"admin_password = {self.accounts.passwords['admin']}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
@@ -258,7 +278,7 @@ class MlflowServer:
             str(BIN / "mlflow"),
             "server",
             "--backend-store-uri",
-            self.postgres.url("mlflow", "psycopg2"),
+            self.postgres.url("mlflow", "psycopg2", "mlflow"),
             "--artifacts-destination",
             str(self.artifacts),
             "--host",
@@ -336,7 +356,7 @@ class PrefectServer:
         env = {
             **os.environ,
             **self.env(),
-            "PREFECT_API_DATABASE_CONNECTION_URL": self.postgres.url("prefect", "asyncpg"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.postgres.url("prefect", "asyncpg", "prefect"),
             # The UI is a page in the browser: it must call this server's API, not the default port 4200.
             "PREFECT_UI_API_URL": self.api,
             # A run held back by the deployment's concurrency limit tries again after 5 s, not 30.
@@ -490,8 +510,8 @@ class TeamSetup:
     def start(self, workers: int = 1) -> None:
         """Servers first (MLflow and Prefect side by side), then the pool, the deployment and the workers."""
         self.postgres.start()
+        self.postgres.create_roles_and_databases()
         self.mlflow.prepare()
-        self.postgres.create_database("prefect")
         errors: list[BaseException] = []
 
         def start(server: MlflowServer | PrefectServer) -> None:

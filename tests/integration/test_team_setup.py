@@ -187,6 +187,22 @@ def test_deployment_run_on_a_worker_registers_a_gated_version(team: TeamSetup, f
     assert tags["gate.verdict"] == "passed"
     shipped = team.project / "data" / "tflite" / "model_int8.tflite"
     assert tags["model.md5"] == hashlib.md5(shipped.read_bytes()).hexdigest()
+    # The project's own log lines (loggers tasks.*) reach the Prefect UI and the worker's console.
+    registered = f"registered {MODEL} version 1 as candidate"
+    logged = team.prefect.logs(subflow(team, first_run["id"])["id"])
+    assert any(registered in message for message in logged), logged[-20:]
+    assert any("train: running" in message for message in logged), logged[-20:]
+    assert registered in worker_logs(team)
+    # How long registering through the basic-auth server took (it was about 1.5 minutes when MLflow's
+    # log_model fetched every metric's history one request at a time): reported, not asserted.
+    body = {
+        "flow_runs": {"id": {"any_": [subflow(team, first_run["id"])["id"]]}},
+        "task_runs": {"name": {"like_": "register"}},
+    }
+    run_id = team.postgres.query("mlflow", f"select run_id from model_versions where name = '{MODEL}'")[0][0]
+    (count,) = team.postgres.query("mlflow", f"select count(distinct key) from metrics where run_uuid = '{run_id}'")[0]
+    for task_run in servers.http_json(f"{team.prefect.api}/task_runs/filter", body):
+        servers.say(f"task {task_run['name']}: {task_run['total_run_time']:.1f} s (the run has {count} metrics)")
 
 
 def test_artifacts_are_proxied_and_download_through_the_server(
@@ -423,9 +439,11 @@ def test_next_run_after_both_servers_are_back_registers_normally(team: TeamSetup
 
 
 def test_no_password_reaches_a_log_or_the_project(team: TeamSetup) -> None:
-    """Accounts travel in MLflow's credential variables only: not in params.yaml, not in any log."""
+    """Accounts travel in MLflow's credential variables only, database passwords in the servers' settings:
+    not in params.yaml, not in any log."""
     logs = [program.text() for program in team.workers.values()]
     logs += [program.text() for program in (team.mlflow.program, team.prefect.program) if program is not None]
     logs += [(team.project / "params.yaml").read_text()]
-    for name, password in team.accounts.passwords.items():
+    passwords = {**team.accounts.passwords, **{f"database role {r}": p for r, p in team.postgres.passwords.items()}}
+    for name, password in passwords.items():
         assert not any(password in text for text in logs), f"{name}'s password was written somewhere"
