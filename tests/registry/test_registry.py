@@ -89,8 +89,9 @@ def test_registered_pyfunc_predicts_like_the_tflite_model(store: tuple[str, Para
 def inference_env() -> Path:
     """A fresh virtualenv with only mlflow and ai-edge-litert (and NumPy), as requirements.lock pins them.
 
-    Built with `python -m venv` and `pip install` (minutes: pip downloads MLflow's dependencies) and
-    kept between sessions in the user's cache, one folder per set of pins.
+    Built with `python -m venv` and `pip install` constrained by requirements.lock (so pip takes
+    MLflow's dependencies from the cache that building .venv filled; a minute or two) and kept between
+    sessions in the user's cache, one folder per set of pins.
     """
     pins = {
         line.split("==")[0].lower(): line.strip()
@@ -105,7 +106,9 @@ def inference_env() -> Path:
     shutil.rmtree(folder, ignore_errors=True)  # an install that did not finish
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, timeout=300)
     install = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    result = subprocess.run([*install, *wanted], capture_output=True, text=True, timeout=1800)
+    # Their dependencies at the versions .venv holds: pip finds them in its cache from building .venv.
+    constraints = ["-c", str(REPO / "requirements.lock")]
+    result = subprocess.run([*install, *constraints, *wanted], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     (folder / "installed").write_text("\n".join(wanted) + "\n")
     return folder
