@@ -25,13 +25,10 @@ def check_edgetpu(
     A model that cannot run on the Edge TPU at all (not quantized) is a verdict, reported with exit
     status 0; only a file that is not a readable .tflite is an error.
     """
-    from tasks.stages.edgetpu import check_model
+    from tasks.stages.edgetpu import check_model, check_report
 
     predicted, compiled, found = checked(lambda: check_model(model, min_runtime_version, multiple_subgraphs, compiler))
     if as_json:
-        result = predicted.to_dict()
-        if compiled is not None:
-            result["compiler"] = compiled.to_dict()
-        typer.echo(json.dumps(result, indent=2, default=str))
+        typer.echo(json.dumps(check_report(predicted, compiled), indent=2, default=str))
         return
     print_preflight(model, predicted, compiled, found)

@@ -77,6 +77,14 @@ def print_report(report: RunReport, process_started: float, finished: float) -> 
     out.print(
         f"Edge TPU: {tpu['mapped_fraction']:.0%} of operators mapped, {tpu['subgraphs']} subgraph(s) ({tpu['note']})"
     )
+    memory = tpu.get("memory")
+    if memory and memory.get("on_chip_bytes") is not None:
+        from tasks.stages.edgetpu import format_size
+
+        console.print(
+            f"Edge TPU parameters: {format_size(memory['on_chip_bytes'])} on chip, "
+            f"{format_size(memory['off_chip_bytes'] or 0)} streamed ({memory['source']})"
+        )
     print_gate(report.gate.to_dict())
     out.print(f"MLflow run {report.run_id} in {report.tracking_uri}")
     if report.version is not None:
@@ -243,8 +251,27 @@ def print_preflight(model: Path, predicted: Preflight, compiled: CompilerReport 
         typer.echo(f"verdict: {predicted.error}")
     for warning in predicted.warnings:
         typer.echo(f"warning: {warning}")
+    if predicted.memory is not None:
+        lines = predicted.memory.lines()
+        typer.echo('\nParameter memory (predicted offline; docs/ARCHITECTURE.md, "Edge TPU parameter memory"):')
+        typer.echo("\n".join(f"{line}  (predicted)" for line in lines[:3]))
+        typer.echo("\n".join(lines[3:]))
     if compiled is not None:
         typer.echo(f"\nedgetpu_compiler {compiled.version}\n")
         typer.echo(compiled.table())
+        if compiled.on_chip_bytes is not None:
+            typer.echo("\n".join(compiler_memory_lines(compiled)))
     elif not found:
         typer.echo("\nedgetpu_compiler not found: this is the preflight's prediction only")
+
+
+def compiler_memory_lines(compiled: CompilerReport) -> list[str]:
+    """The compiler's own memory lines, as it printed them."""
+    from tasks.stages.edgetpu import format_size
+
+    figures = [
+        ("On-chip memory used for caching model parameters", compiled.on_chip_bytes),
+        ("On-chip memory remaining for caching model parameters", compiled.on_chip_remaining_bytes),
+        ("Off-chip memory used for streaming uncached model parameters", compiled.off_chip_bytes),
+    ]
+    return [f"{label}: {format_size(value)}" for label, value in figures if value is not None]

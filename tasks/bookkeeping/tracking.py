@@ -197,6 +197,8 @@ def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
     # The per-operator lists are for reading, not for plotting; keep the headline figures.
     tpu = reports["edgetpu"]
     reports["edgetpu"] = {key: tpu[key] for key in ("mapped_fraction", "subgraphs", "source", "note")}
+    if tpu.get("memory"):
+        reports["edgetpu"]["memory"] = memory_metrics(tpu["memory"])
     evaluation = reports["evaluate"]
     reports["evaluate"] = {
         **evaluation["variants"],
@@ -208,6 +210,16 @@ def read_reports(layout: Layout) -> dict[str, dict[str, Any]]:
     quantized = reports["quantize"]
     reports["quantize"] = {k: v for k, v in quantized.items() if k != "trials"}
     return reports
+
+
+def memory_metrics(memory: dict[str, Any]) -> dict[str, Any]:
+    """The Edge TPU memory figures worth a metric: the gate's, and the prediction's beside the compiler's."""
+    headline = ("on_chip_bytes", "off_chip_bytes", "capacity_bytes", "largest_activation_bytes", "segments")
+    view: dict[str, Any] = {key: memory.get(key) for key in ("source", *headline)}
+    for side in ("predicted", "compiler", "streams"):
+        if memory.get(side):
+            view[side] = {key: memory[side].get(key) for key in ("on_chip_bytes", "off_chip_bytes")}
+    return view
 
 
 def metric_items(stage: str, summary: dict[str, Any], prefix: str = "") -> dict[str, float]:

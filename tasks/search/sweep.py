@@ -226,7 +226,13 @@ def measure(layout: Layout, params: Params) -> dict[str, Any]:
         "edgetpu_mapped_fraction": edgetpu["mapped_fraction"],
         "variants": metrics["variants"],
         "shipped": metrics["shipped"],
-        "edgetpu": {key: edgetpu.get(key) for key in ("mapped_fraction", "subgraphs", "off_chip_bytes", "source")},
+        "edgetpu": {
+            **{
+                key: edgetpu.get(key)
+                for key in ("mapped_fraction", "subgraphs", "off_chip_bytes", "segments", "source")
+            },
+            "memory": {"source": (edgetpu.get("memory") or {}).get("source")},
+        },
     }
 
 

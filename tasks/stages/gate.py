@@ -35,12 +35,14 @@ class Check:
     comparison: Literal[">=", "<="]
     verdict: Verdict
     note: str = ""
+    fix: str = ""  # what would make a failing check pass, in the user's terms
 
     def describe(self) -> str:
         """e.g. 'accuracy 0.9833 >= 0.9999: fail'."""
         if self.verdict == "skipped":
             return f"{self.name}: skipped ({self.note})"
-        return f"{self.name} {_fmt(self.observed)} {self.comparison} {_fmt(self.threshold)}: {self.verdict}"
+        described = f"{self.name} {_fmt(self.observed)} {self.comparison} {_fmt(self.threshold)}: {self.verdict}"
+        return f"{described} ({self.fix})" if self.fix and self.verdict == "fail" else described
 
 
 @dataclass(frozen=True)
@@ -131,17 +133,44 @@ def evaluate_gate(
     ]
     tpu = edgetpu or {}
     source = f"from the {tpu['source']}" if "source" in tpu else ""
-    for check in (
-        _check("edgetpu_mapped_fraction", tpu.get("mapped_fraction"), params.min_edgetpu_mapped_fraction, ">="),
-        _check("edgetpu_subgraphs", tpu.get("subgraphs"), params.max_edgetpu_subgraphs, "<="),
-        _check("edgetpu_off_chip_bytes", tpu.get("off_chip_bytes"), params.max_edgetpu_off_chip_bytes, "<="),
+    memory = tpu.get("memory") or {}
+    off_chip_source = f"from the {memory['source']}" if memory.get("source") else source
+    for check, note in (
+        (
+            _check("edgetpu_mapped_fraction", tpu.get("mapped_fraction"), params.min_edgetpu_mapped_fraction, ">="),
+            source,
+        ),
+        (_check("edgetpu_subgraphs", tpu.get("subgraphs"), params.max_edgetpu_subgraphs, "<="), source),
+        (
+            _check("edgetpu_off_chip_bytes", tpu.get("off_chip_bytes"), params.max_edgetpu_off_chip_bytes, "<="),
+            off_chip_source,
+        ),
     ):
-        checks.append(check if check.verdict == "skipped" or not source else _with_note(check, source))
+        checks.append(check if check.verdict == "skipped" or not note else _with_note(check, note, tpu))
     return GateResult(tuple(checks))
 
 
-def _with_note(check: Check, note: str) -> Check:
-    return Check(check.name, check.observed, check.threshold, check.comparison, check.verdict, note)
+def _with_note(check: Check, note: str, tpu: dict[str, Any]) -> Check:
+    streams = check.name == "edgetpu_off_chip_bytes" and check.verdict == "fail"
+    fix = streaming_fix(check.observed, tpu.get("segments"), note) if streams else ""
+    return Check(check.name, check.observed, check.threshold, check.comparison, check.verdict, note, fix)
+
+
+def streaming_fix(off_chip: float | None, segments: int | None, source: str) -> str:
+    """The off-chip figure and what brings it down, in one line."""
+    from tasks.stages.edgetpu.compiler import format_size
+
+    figure = format_size(int(off_chip or 0))
+    split = (
+        f"edgetpu_compiler --num_segments {segments}"
+        if segments and segments > 1
+        else "edgetpu_compiler --num_segments N"
+    )
+    return (
+        f"{figure} of parameters would stream from host memory on every inference, {source}; fix: fewer output "
+        f"channels (channel pruning, prune.method: channels), a smaller train.alpha, or {split} to pipeline it "
+        "over several Edge TPUs"
+    )
 
 
 def run_gate(layout: Layout, params: GateParams, champion_accuracy: float | None) -> GateResult:

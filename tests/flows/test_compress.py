@@ -76,6 +76,10 @@ def test_edgetpu_stage_feeds_the_gate(project: Layout, first: RunReport) -> None
     checks = {c.name: c for c in first.gate.checks}
     assert checks["edgetpu_mapped_fraction"].observed == 1.0
     assert first.metrics["edgetpu"]["mapped_fraction"] == 1.0
+    # The default gate refuses parameters streamed off chip; the predicted figure for the digits CNN is 0.
+    assert checks["edgetpu_off_chip_bytes"].verdict == "pass" and checks["edgetpu_off_chip_bytes"].observed == 0
+    assert "from the preflight" in checks["edgetpu_off_chip_bytes"].note
+    assert first.metrics["edgetpu"]["memory"]["on_chip_bytes"] == report["memory"]["on_chip_bytes"] > 0
 
 
 def test_metrics_json_holds_every_variant(project: Layout, first: RunReport) -> None:
@@ -122,6 +126,10 @@ def test_mlflow_run_has_metrics_artifacts_and_lineage_tags(project: Layout, firs
     assert run.data.metrics["evaluate.int8_tflite.accuracy"] == first.metrics["evaluate"]["int8_tflite"]["accuracy"]
     target = load_params(project.params_file).prune.final_sparsity
     assert run.data.metrics["prune.sparsity"] >= target - 0.01
+    assert (
+        run.data.metrics["edgetpu.memory.on_chip_bytes"] == run.data.metrics["edgetpu.memory.predicted.on_chip_bytes"]
+    )
+    assert run.data.metrics["edgetpu.memory.off_chip_bytes"] == 0 and run.data.metrics["edgetpu.memory.segments"] == 1
     assert run.data.params["prune.final_sparsity"] == str(target)
     assert run.data.tags["dvc.raw_md5"] == lock_hash(project, "data/raw")
     assert run.data.tags["dvc.calibration_md5"] == lock_hash(project, "data/calibration")

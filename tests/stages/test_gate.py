@@ -94,3 +94,25 @@ def test_markdown_lists_every_check() -> None:
     table = result.markdown()
     assert table.startswith("## Gate failed")
     assert all(check.name in table for check in result.checks)
+
+
+def test_streaming_parameters_fail_with_the_figure_and_the_fixes_in_one_line() -> None:
+    edgetpu = {
+        "mapped_fraction": 1.0,
+        "subgraphs": 1,
+        "source": "compiler",
+        "off_chip_bytes": 2_747_392,
+        "segments": 2,
+        "memory": {"source": "compiler"},
+    }
+    result = evaluate_gate(variants(), gate_params(), None, edgetpu)  # the default: max_edgetpu_off_chip_bytes 0
+    assert [check.name for check in result.failed] == ["edgetpu_off_chip_bytes"]
+    line = result.summary()
+    assert "\n" not in line and line.startswith("gate failed: edgetpu_off_chip_bytes")
+    for part in ("2.62MiB of parameters", "from the compiler", "prune.method: channels", "train.alpha",
+                 "edgetpu_compiler --num_segments 2"):  # fmt: skip
+        assert part in line, part
+    fits = evaluate_gate(variants(), gate_params(), None, {**edgetpu, "off_chip_bytes": 0})
+    assert fits.passed and not [c.fix for c in fits.checks if c.fix]
+    accepted = evaluate_gate(variants(), gate_params(max_edgetpu_off_chip_bytes=None), None, edgetpu)
+    assert verdicts(accepted)["edgetpu_off_chip_bytes"] == "skipped"

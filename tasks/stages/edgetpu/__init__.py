@@ -4,12 +4,15 @@
 - graph.py      a .tflite as an operator graph (TFLite's own schema bindings)
 - partition.py  what a fallback takes with it, following the data flow (one subgraph, or several with -a)
 - preflight.py  the prediction per operator, the first fallback explained, agreement with a real log
+- memory.py     the parameter memory, as data: on-chip and off-chip bytes, capacity, segments, with evidence
+- compiled.py   a compiled model's parameter streams (what the compiler cached and streamed)
 - compiler.py   finding and running edgetpu_compiler, and parsing its console output and .log
 - stage.py      the pipeline's edgetpu stage, and `check-edgetpu`'s check of any .tflite
 
 tests/stages/edgetpu/test_preflight.py measures the preflight against real compiler logs in ../shared/edgetpu-cases.
 """
 
+from tasks.stages.edgetpu.compiled import CompiledModel, read_compiled
 from tasks.stages.edgetpu.compiler import (
     CompilerReport,
     OperatorRow,
@@ -22,6 +25,14 @@ from tasks.stages.edgetpu.compiler import (
 )
 from tasks.stages.edgetpu.errors import EdgeTPUError
 from tasks.stages.edgetpu.graph import Graph, read_tflite
+from tasks.stages.edgetpu.memory import (
+    CONSTANTS,
+    UNCERTAINTIES,
+    MemoryPrediction,
+    OperatorFacts,
+    operator_facts,
+    predict_memory,
+)
 from tasks.stages.edgetpu.partition import (
     REASON_DEPENDS,
     REASON_DEPENDS_UNDOCUMENTED,
@@ -53,10 +64,11 @@ from tasks.stages.edgetpu.rules import (
     Evidence,
     Rule,
 )
-from tasks.stages.edgetpu.stage import INSTALL_HINT, check_and_compile, check_model
+from tasks.stages.edgetpu.stage import INSTALL_HINT, check_and_compile, check_model, check_report, memory_report
 
 __all__ = [
     "COMPILATION_FAILED",
+    "CONSTANTS",
     "DEFAULT_RUNTIME",
     "INSTALL_HINT",
     "MAPPED",
@@ -69,16 +81,20 @@ __all__ = [
     "REASON_OWN",
     "REASON_UNDOCUMENTED",
     "RULES",
+    "UNCERTAINTIES",
     "UNSPECIFIED",
     "UNSUPPORTED_OP",
     "UNSUPPORTED_RANK",
     "UNSUPPORTED_TYPE",
     "Agreement",
+    "CompiledModel",
     "CompilerReport",
     "EdgeTPUError",
     "Evidence",
     "Explanation",
     "Graph",
+    "MemoryPrediction",
+    "OperatorFacts",
     "OperatorRow",
     "OperatorVerdict",
     "Preflight",
@@ -86,13 +102,18 @@ __all__ = [
     "agreement",
     "check_and_compile",
     "check_model",
+    "check_report",
     "compile_model",
     "find_compiler",
     "format_size",
     "format_table",
+    "memory_report",
+    "operator_facts",
     "parse_compiler_log",
     "parse_size",
+    "predict_memory",
     "preflight",
     "preflight_model",
+    "read_compiled",
     "read_tflite",
 ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tasks.stages.edgetpu.compiled import read_compiled
 from tasks.stages.edgetpu.errors import EdgeTPUError
 from tasks.stages.edgetpu.rules import MAPPED
 
@@ -41,6 +42,7 @@ class CompilerReport:
     output_bytes: int | None = None
     on_chip_bytes: int | None = None
     on_chip_remaining_bytes: int | None = None
+    on_chip_available_bytes: int | None = None  # what compilers before 15 printed instead of "remaining"
     off_chip_bytes: int | None = None
     subgraphs: int | None = None
     total_operations: int | None = None
@@ -52,6 +54,7 @@ class CompilerReport:
     error: str | None = None
     edgetpu_model: Path | None = None
     log_file: Path | None = None
+    streams: dict[str, Any] | None = None  # the compiled model's parameter streams (compiled.py), when readable
 
     @property
     def total(self) -> int | None:
@@ -96,7 +99,9 @@ class CompilerReport:
             "total": self.total,
             "subgraphs": self.subgraphs,
             "on_chip_bytes": self.on_chip_bytes,
+            "on_chip_remaining_bytes": self.on_chip_remaining_bytes,
             "off_chip_bytes": self.off_chip_bytes,
+            "streams": self.streams,
             "error": self.error,
             "operators": [{"name": r.name, "count": r.count, "status": r.status} for r in self.rows],
         }
@@ -123,6 +128,7 @@ FIELDS: dict[str, tuple[str, type]] = {
     "Output size": ("output_bytes", bytes),
     "On-chip memory used for caching model parameters": ("on_chip_bytes", bytes),
     "On-chip memory remaining for caching model parameters": ("on_chip_remaining_bytes", bytes),
+    "On-chip memory available for caching model parameters": ("on_chip_available_bytes", bytes),
     "Off-chip memory used for streaming uncached model parameters": ("off_chip_bytes", bytes),
     "Number of Edge TPU subgraphs": ("subgraphs", int),
     "Total number of operations": ("total_operations", int),
@@ -256,7 +262,16 @@ def compile_model(
         report = replace(report, rows=logged.rows or report.rows, log_file=log_file)
     if run.returncode != 0 or report.error or not edgetpu_model.is_file():
         raise EdgeTPUError(f"{model.name}: edgetpu_compiler failed: {_failure(report, console, run.returncode)}")
-    return replace(report, edgetpu_model=edgetpu_model)
+    return replace(report, edgetpu_model=edgetpu_model, streams=_streams(edgetpu_model))
+
+
+def _streams(edgetpu_model: Path) -> dict[str, Any] | None:
+    """The compiled model's cached and streamed parameter bytes, or None when it holds no readable stream."""
+    try:
+        return read_compiled(edgetpu_model).to_dict()
+    except EdgeTPUError as error:
+        log.info("no parameter streams read from %s: %s", edgetpu_model.name, error)
+        return None
 
 
 def _failure(report: CompilerReport, console: str, returncode: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from tasks.stages.edgetpu.compiler import CompilerReport, OperatorRow, format_table
 from tasks.stages.edgetpu.errors import EdgeTPUError
 from tasks.stages.edgetpu.graph import Graph, Operator, read_tflite
+from tasks.stages.edgetpu.memory import MemoryPrediction, operator_facts, predict_memory
 from tasks.stages.edgetpu.partition import DEPENDENT_REASONS, Placement, partition
 from tasks.stages.edgetpu.rules import DEFAULT_RUNTIME, QUANTIZED_TYPES, Finding, check_operator, model_error
 
@@ -115,6 +116,7 @@ class Preflight:
     min_runtime_version: int = DEFAULT_RUNTIME
     multiple_subgraphs: bool = False
     explanation: Explanation | None = None
+    memory: MemoryPrediction | None = None  # None when the compiler would stop on the whole model
 
     @property
     def total(self) -> int:
@@ -157,7 +159,7 @@ class Preflight:
             "uncertain": self.uncertain,
             "total": self.total,
             "subgraphs": self.subgraphs,
-            "off_chip_bytes": None,  # only the compiler knows
+            "off_chip_bytes": self.memory.off_chip_bytes if self.memory else None,  # predicted (memory.py)
             "error": self.error,
             "first_fallback": fallback.to_dict() if fallback else None,
             "explanation": self.explanation.to_dict() if self.explanation else None,
@@ -198,6 +200,9 @@ def preflight_model(
     if not any(v.edgetpu or v.uncertain for v in verdicts):
         problems.append(_nothing_maps(g, verdicts))
     explanation = _explain(g, verdicts, findings)
+    memory: MemoryPrediction | None = predict_memory(
+        operator_facts(g, [(v.edgetpu, v.subgraph, v.uncertain) for v in verdicts])
+    )
     if fatal:
         # The compiler stops before its table; each operator keeps its own verdict as the detail,
         # so fixing the model-wide problem does not hide the next one.
@@ -209,9 +214,10 @@ def preflight_model(
             for v in verdicts
         ]  # fmt: skip
         subgraphs = 0
+        memory = None
     error = "; ".join(problems) if problems else None
     return Preflight(
-        name, verdicts, subgraphs, error, _warnings(g), min_runtime_version, multiple_subgraphs, explanation
+        name, verdicts, subgraphs, error, _warnings(g), min_runtime_version, multiple_subgraphs, explanation, memory
     )
 
 

@@ -10,15 +10,21 @@ it parses, the files it expects, and how it reports failures and timeouts.
 What it does: it accepts the real compiler's options (-s/--show_operations, -o/--out_dir,
 -m/--min_runtime_version, ...), reads each model's operators with the TFLite schema bindings, prints
 the real compiler's console format, and writes `<stem>_edgetpu.log` in the real .log format and
-`<stem>_edgetpu.tflite`, which is only a byte copy of the input. It says every operator is "Mapped to
-Edge TPU" unless told otherwise. Its verdicts are not predictions of the real compiler; the real
-verdicts live in ../shared/edgetpu-cases.
+`<stem>_edgetpu.tflite`, which is only a byte copy of the input (or, with FAKE_EDGETPU_STREAMS, a
+stand-in holding parameter streams of the sizes it printed, tests/stages/edgetpu/compiled_model.py).
+It says every operator is "Mapped to Edge TPU" unless told otherwise, and prints memory lines that are
+only plausible figures unless told which. Its verdicts are not predictions of the real compiler; the
+real verdicts live in ../shared/edgetpu-cases.
 
 Environment (all optional):
   FAKE_EDGETPU_MODE         ok (default) | not_quantized | crash | hang | dynamic
   FAKE_EDGETPU_UNSUPPORTED  an operator name: its first occurrence gets "Operation not supported",
                             everything after it "More than one subgraph is not supported"
   FAKE_EDGETPU_ARGV         a file to write the arguments received to, as JSON
+  FAKE_EDGETPU_ON_CHIP      bytes to print as "On-chip memory used for caching model parameters"
+  FAKE_EDGETPU_OFF_CHIP     bytes to print as "Off-chip memory used for streaming uncached model parameters"
+  FAKE_EDGETPU_NO_MEMORY    set: print no memory lines (as a .log alone would not)
+  FAKE_EDGETPU_STREAMS      set: write <stem>_edgetpu.tflite with parameter streams of the printed sizes
 """
 
 from __future__ import annotations
@@ -116,7 +122,16 @@ def compile_one(model: Path, out_dir: Path, show_operations: bool) -> int:
     mapped = status.count(MAPPED)
     output = out_dir / f"{model.stem}_edgetpu.tflite"
     log_file = out_dir / f"{model.stem}_edgetpu.log"
-    shutil.copyfile(model, output)
+    on_chip = min(constant_bytes, ON_CHIP_BYTES) if mapped else 0
+    on_chip = int(os.environ.get("FAKE_EDGETPU_ON_CHIP", on_chip))
+    off_chip = int(os.environ.get("FAKE_EDGETPU_OFF_CHIP", 0))
+    if os.environ.get("FAKE_EDGETPU_STREAMS"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        from compiled_model import write_compiled_model
+
+        write_compiled_model(output, [[("PARAMETER_CACHING", on_chip), ("EXECUTION_ONLY", off_chip)]])
+    else:
+        shutil.copyfile(model, output)
     log_file.write_text(
         "\n".join(
             [
@@ -130,7 +145,6 @@ def compile_one(model: Path, out_dir: Path, show_operations: bool) -> int:
         + "\n"
     )
 
-    on_chip = min(constant_bytes, ON_CHIP_BYTES) if mapped else 0
     print()
     print("Model compiled successfully in 12 ms.")
     print()
@@ -138,9 +152,10 @@ def compile_one(model: Path, out_dir: Path, show_operations: bool) -> int:
     print(f"Input size: {size(model.stat().st_size)}")
     print(f"Output model: {output}")
     print(f"Output size: {size(output.stat().st_size)}")
-    print(f"On-chip memory used for caching model parameters: {size(on_chip)}")
-    print(f"On-chip memory remaining for caching model parameters: {size(ON_CHIP_BYTES - on_chip if mapped else 0)}")
-    print(f"Off-chip memory used for streaming uncached model parameters: {size(0)}")
+    if not os.environ.get("FAKE_EDGETPU_NO_MEMORY"):
+        print(f"On-chip memory used for caching model parameters: {size(on_chip)}")
+        print(f"On-chip memory remaining for caching model parameters: {size(max(ON_CHIP_BYTES - on_chip, 0))}")
+        print(f"Off-chip memory used for streaming uncached model parameters: {size(off_chip)}")
     print(f"Number of Edge TPU subgraphs: {1 if mapped else 0}")
     print(f"Total number of operations: {len(operators)}")
     print(f"Operation log: {log_file}")

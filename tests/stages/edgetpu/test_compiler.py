@@ -78,6 +78,55 @@ def test_parser_quotes_a_failure_on_one_line() -> None:
     assert "'CONV_2D' version '6'" in report.error and "Model could not be parsed" in report.error
 
 
+def test_parser_reads_the_memory_lines_of_every_compiler_version() -> None:
+    # Compiler 16's console, and compiler 2.0's, which printed "available" where later ones print "remaining".
+    new = parse_compiler_log(
+        "On-chip memory used for caching model parameters: 1.42MiB\n"
+        "On-chip memory remaining for caching model parameters: 6.25KiB\n"
+        "Off-chip memory used for streaming uncached model parameters: 150.50KiB\n"
+    )
+    assert (new.on_chip_bytes, new.on_chip_remaining_bytes, new.off_chip_bytes) == (
+        parse_size("1.42MiB"), 6400, 154112
+    )  # fmt: skip
+    old = parse_compiler_log(
+        "Edge TPU Compiler version 2.0.267685300\n"
+        "On-chip memory available for caching model parameters: 1.73MiB\n"
+        "On-chip memory used for caching model parameters: 10.00KiB\n"
+        "Off-chip memory used for streaming uncached model parameters: 0.00B\n"
+    )
+    assert (old.on_chip_available_bytes, old.on_chip_bytes, old.off_chip_bytes) == (parse_size("1.73MiB"), 10240, 0)
+    assert old.on_chip_remaining_bytes is None
+
+
+def test_the_reader_splits_a_compiled_models_parameter_streams(tmp_path: Path) -> None:
+    # TEST DOUBLE of a compiled model (compiled_model.py): executables with parameters of known sizes.
+    from tasks.stages.edgetpu import read_compiled
+    from tests.stages.edgetpu.compiled_model import write_compiled_model
+
+    path = write_compiled_model(
+        tmp_path / "m_edgetpu.tflite",
+        [
+            [("EXECUTION_ONLY", 114176), ("PARAMETER_CACHING", 1317120)],  # runs EXECUTION_ONLY of two
+            [("STAND_ALONE", 999), ("PARAMETER_CACHING", 150528), ("EXECUTION_ONLY", 14336)],  # STAND_ALONE of three
+            [("STAND_ALONE", 25600)],  # alone: nothing cached
+        ],
+    )
+    streams = read_compiled(path)
+    assert [(s.on_chip_bytes, s.off_chip_bytes) for s in streams.subgraphs] == [
+        (1317120, 114176), (150528, 999), (0, 25600)
+    ]  # fmt: skip
+    assert streams.on_chip_bytes == 1317120 + 150528 and streams.off_chip_bytes == 114176 + 999 + 25600
+    assert streams.subgraphs[0].min_runtime_version == 14
+    assert streams.to_dict()["per_subgraph"][1]["executables"] == ["STAND_ALONE", "PARAMETER_CACHING", "EXECUTION_ONLY"]
+
+
+def test_the_reader_refuses_a_model_that_was_not_compiled(converted: dict[str, Path]) -> None:
+    from tasks.stages.edgetpu import read_compiled
+
+    with pytest.raises(EdgeTPUError, match="not compiled for the Edge TPU"):
+        read_compiled(converted["static_int8"])
+
+
 def test_table_round_trip() -> None:
     rows = [OperatorRow("CONV_2D", 23, MAPPED), OperatorRow("RESIZE_NEAREST_NEIGHBOR", 2, ONE_SUBGRAPH)]
     assert parse_compiler_log(format_table(rows)).rows == rows

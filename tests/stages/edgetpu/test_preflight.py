@@ -297,6 +297,13 @@ def test_cli_json_lists_operators_in_model_order(pipeline_int8: Path) -> None:
     assert {op["name"] for op in report["operators"]} <= PIPELINE_OPERATORS
     assert all(op["edgetpu"] is True and op["status"] == MAPPED for op in report["operators"])
     assert all(op["reason"] == REASON_MAPPED and op["because_of"] is None for op in report["operators"])
+    # The top-level memory object: the predicted memory lines, the capacity, the largest activation.
+    memory = report["memory"]
+    assert memory["source"] == "preflight" and memory["compiler"] is None
+    assert 0 < memory["on_chip_bytes"] < memory["capacity_bytes"] and memory["off_chip_bytes"] == 0
+    assert memory["segments"] == 1 and memory["largest_activation_bytes"] > 0
+    assert memory["largest_activation_operator"].split()[1] in PIPELINE_OPERATORS
+    assert memory["predicted"]["layers"] and report["off_chip_bytes"] == 0
 
 
 def test_cli_float_model_is_a_verdict_not_a_failure(converted: dict[str, Path]) -> None:
@@ -321,6 +328,8 @@ def test_cli_table_and_bad_file(pipeline_int8: Path, tmp_path: Path) -> None:
     table = cli(str(pipeline_int8))
     assert table.returncode == 0
     assert "Operator" in table.stdout and "Mapped to Edge TPU" in table.stdout
+    assert "On-chip memory used for caching model parameters: " in table.stdout
+    assert "Off-chip memory used for streaming uncached model parameters: 0.00B  (predicted)" in table.stdout
     junk = tmp_path / "junk.tflite"
     junk.write_text("not a model")
     bad = cli(str(junk))
