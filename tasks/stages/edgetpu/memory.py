@@ -632,10 +632,14 @@ class Layer:
 
 @dataclass(frozen=True)
 class SubgraphMemory:
+    """One Edge TPU subgraph's share: its cached and streamed bytes, and its largest activation."""
+
     subgraph: int
     on_chip_bytes: int
     off_chip_bytes: int
     layers: int
+    largest_activation_bytes: int = 0
+    largest_activation_operator: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -643,6 +647,8 @@ class SubgraphMemory:
             "on_chip_bytes": self.on_chip_bytes,
             "off_chip_bytes": self.off_chip_bytes,
             "layers": self.layers,
+            "largest_activation_bytes": self.largest_activation_bytes,
+            "largest_activation_operator": self.largest_activation_operator,
         }
 
 
@@ -689,7 +695,7 @@ class MemoryPrediction:
         if len(self.subgraphs) > 1:
             lines += [
                 f"  subgraph {s.subgraph}: {format_size(s.on_chip_bytes)} on chip, {format_size(s.off_chip_bytes)} "
-                "streamed"
+                f"streamed, largest activation {format_size(s.largest_activation_bytes)}"
                 for s in self.subgraphs
             ]
         if self.off_chip_bytes or self.streams != "no":
@@ -780,14 +786,21 @@ def predict_memory(ops: Sequence[OperatorFacts]) -> MemoryPrediction:
     by_subgraph: dict[int, list[Layer]] = {}
     for layer in layers:
         by_subgraph.setdefault(layer.subgraph, []).append(layer)
+    activations: dict[int, OperatorFacts] = {}  # each subgraph's operator with the largest activation
+    for op in ops:
+        best = activations.get(op.subgraph or 0)
+        if op.edgetpu and (best is None or op.largest_tensor_bytes > best.largest_tensor_bytes):
+            activations[op.subgraph or 0] = op
     subgraphs = [
         SubgraphMemory(
             k,
-            sum(x.cached_bytes for x in group if x.cached),
-            sum(x.streamed_bytes for x in group if not x.cached),
-            len(group),
+            sum(x.cached_bytes for x in by_subgraph.get(k, []) if x.cached),
+            sum(x.streamed_bytes for x in by_subgraph.get(k, []) if not x.cached),
+            len(by_subgraph.get(k, [])),
+            activations[k].largest_tensor_bytes if k in activations else 0,
+            activations[k].label if k in activations else None,
         )
-        for k, group in sorted(by_subgraph.items())
+        for k in sorted(set(by_subgraph) | set(activations))
     ]
     # The range of the on-chip figure: U1 (the stream accounting srgan printed, depthwise layers 0.75x to
     # 1.02x), U5 (small tables up to 10x their 64 bytes) and the operators whose placement is not documented.

@@ -295,6 +295,10 @@ def test_large_activations_widen_the_capacity_range() -> None:
     assert srgan.largest_activation_bytes > 3 * MiB and srgan.capacity_range_bytes[0] < 2 * MiB
     assert small.capacity_range_bytes[0] > 6 * MiB
     assert srgan.largest_activation_operator is not None and "CONV_2D" in srgan.largest_activation_operator
+    # srgan compiled with -a: three Edge TPU subgraphs, the last one working at 384x384x64
+    assert [s.subgraph for s in srgan.subgraphs] == [0, 1, 2]
+    assert srgan.subgraphs[2].largest_activation_bytes == 384 * 384 * 64 == srgan.largest_activation_bytes
+    assert sum(s.on_chip_bytes for s in srgan.subgraphs) == srgan.on_chip_bytes
 
 
 # --- models rebuilt from the sweeps' code ---------------------------------------------------------------
