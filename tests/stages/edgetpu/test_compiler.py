@@ -106,16 +106,16 @@ def test_the_reader_splits_a_compiled_models_parameter_streams(tmp_path: Path) -
     path = write_compiled_model(
         tmp_path / "m_edgetpu.tflite",
         [
-            [("EXECUTION_ONLY", 114176), ("PARAMETER_CACHING", 1317120)],  # runs EXECUTION_ONLY of two
-            [("STAND_ALONE", 999), ("PARAMETER_CACHING", 150528), ("EXECUTION_ONLY", 14336)],  # STAND_ALONE of three
-            [("STAND_ALONE", 25600)],  # alone: nothing cached
+            [("EXECUTION_ONLY", 11417), ("PARAMETER_CACHING", 13171)],  # runs EXECUTION_ONLY of two
+            [("STAND_ALONE", 999), ("PARAMETER_CACHING", 1505), ("EXECUTION_ONLY", 143)],  # STAND_ALONE of three
+            [("STAND_ALONE", 2560)],  # alone: nothing cached
         ],
     )
     streams = read_compiled(path)
     assert [(s.on_chip_bytes, s.off_chip_bytes) for s in streams.subgraphs] == [
-        (1317120, 114176), (150528, 999), (0, 25600)
+        (13171, 11417), (1505, 999), (0, 2560)
     ]  # fmt: skip
-    assert streams.on_chip_bytes == 1317120 + 150528 and streams.off_chip_bytes == 114176 + 999 + 25600
+    assert streams.on_chip_bytes == 13171 + 1505 and streams.off_chip_bytes == 11417 + 999 + 2560
     assert streams.subgraphs[0].min_runtime_version == 14
     assert streams.to_dict()["per_subgraph"][1]["executables"] == ["STAND_ALONE", "PARAMETER_CACHING", "EXECUTION_ONLY"]
 
