@@ -42,7 +42,7 @@ class CompilerReport:
     output_bytes: int | None = None
     on_chip_bytes: int | None = None
     on_chip_remaining_bytes: int | None = None
-    on_chip_available_bytes: int | None = None  # what compilers before 15 printed instead of "remaining"
+    on_chip_available_bytes: int | None = None  # what compiler 2.0 printed instead of "remaining"
     off_chip_bytes: int | None = None
     subgraphs: int | None = None
     total_operations: int | None = None
