@@ -81,7 +81,7 @@ def print_report(report: RunReport, process_started: float, finished: float) -> 
     if memory and memory.get("on_chip_bytes") is not None:
         from tasks.stages.edgetpu import format_size
 
-        console.print(
+        out.print(
             f"Edge TPU parameters: {format_size(memory['on_chip_bytes'])} on chip, "
             f"{format_size(memory['off_chip_bytes'] or 0)} streamed ({memory['source']})"
         )
