@@ -163,25 +163,77 @@ def sweep(root: Path, grid: dict[str, list[Any]], workers: int, dask_address: st
     return in_prefect(root, run_sweep)
 
 
-def check_dask(address: str) -> None:
-    """A scheduler that answers within seconds, or one line naming it."""
-    import socket
+def check_dask(address: str, timeout: float = 5.0) -> None:
+    """A Dask scheduler that answers within seconds, or one line naming the address and what answered.
 
+    Dask's client trusts whatever answers: a peer that says nothing (a dashboard's HTTP port waiting for
+    a request) keeps it waiting past its own timeout, and one that answers in another protocol has its
+    first 8 bytes read as a frame length ("HTTP/1.1" is 3.5 EiB: a MemoryError). So a tcp:// address is
+    first asked for what a scheduler sends unprompted on every new connection: its handshake, one
+    length-prefixed message of a few hundred bytes.
+    """
     from distributed import Client
     from distributed.comm import parse_address, parse_host_port
 
     from tasks.errors import EdgecompressError
 
+    def refuse(reason: str) -> NoReturn:
+        raise EdgecompressError(f"--dask-address {address}: no Dask scheduler answers ({reason})") from None
+
     try:
         scheme, location = parse_address(address)
-        if scheme in ("tcp", "tls"):
-            # A refused connection is an answer at once; Dask's client would retry it for its whole timeout.
-            socket.create_connection(parse_host_port(location), timeout=10).close()
-        with Client(address, timeout=10):
+        if scheme == "tcp":
+            problem = dask_handshake(parse_host_port(location), timeout)
+            if problem:
+                refuse(problem)
+        with Client(address, timeout=timeout):
             pass
-    except (OSError, TimeoutError, ValueError) as error:
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
-        raise EdgecompressError(f"--dask-address {address}: no Dask scheduler answers ({reason})") from None
+    except (OSError, TimeoutError, ValueError, MemoryError) as error:
+        refuse(" ".join(str(error).split())[:120] or type(error).__name__)
+
+
+def dask_handshake(host_port: tuple[str, int], timeout: float) -> str:
+    """'' when what listens at host_port opens with a Dask handshake; otherwise what it did instead.
+
+    Dask's TCP comm frames every message as an 8-byte total length, an 8-byte frame count, each
+    frame's 8-byte length, then the frames (distributed/comm/tcp.py); a listener writes its handshake
+    first, without being asked.
+    """
+    import socket
+    import struct
+
+    def read(conn: socket.socket, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = conn.recv(count - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    try:
+        conn = socket.create_connection(host_port, timeout=timeout)
+    except OSError as error:  # a refused connection is an answer at once; Dask would retry it for its timeout
+        return " ".join(str(error).split())[:120] or type(error).__name__
+    with conn:
+        try:
+            header = read(conn, 8)
+        except TimeoutError:
+            return f"it accepted the connection and said nothing in {timeout:g} s: not a scheduler's port"
+        if len(header) < 8:
+            return "it closed the connection without a handshake"
+        (length,) = struct.unpack("Q", header)
+        if not 16 <= length <= 1 << 20:
+            return f"it answered {header!r}..., not a Dask handshake: another service's port"
+        try:
+            body = read(conn, length)
+        except TimeoutError:
+            return f"its first message stopped short in {timeout:g} s"
+        (frames,) = struct.unpack_from("Q", body)
+        sizes = struct.unpack_from(f"{frames}Q", body, 8) if 0 < frames <= 64 and len(body) >= 8 * (frames + 1) else ()
+        if not sizes or 8 * (frames + 1) + sum(sizes) != length:
+            return "its first message is not framed as Dask frames its messages: another service's port"
+    return ""
 
 
 def process_age() -> float:
