@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from flows.compress import RunReport
     from flows.retrain import RetrainReport
     from flows.sweep import SweepReport
+    from tasks.search.sweep import Constraints, Search
 
 
 def compress(root: Path, overrides: list[str], wait_s: float, process_started: float) -> RunReport:
@@ -139,7 +140,58 @@ def serve(root: Path, schedule: dict[str, Any], announce: Any) -> None:
     in_prefect(root, serve_flow, scheduler=True)
 
 
-def sweep(root: Path, grid: dict[str, list[Any]], workers: int, dask_address: str | None, apply: bool) -> SweepReport:
+def check_sweep(
+    root: Path,
+    texts: list[str],
+    method: str,
+    trials: int | None,
+    objective: str,
+    study: str | None,
+    storage: str | None,
+    constraints: Constraints,
+    workers: int,
+    apply: bool,
+    dask_address: str | None,
+) -> tuple[Search, int, list[str]]:
+    """The sweep a command asks for, checked whole before anything runs: the request, how many trials it
+    runs, and what was said about it (duplicates dropped). Every problem is one line."""
+    from tasks.errors import ParamsError
+    from tasks.layout import check_project
+    from tasks.search import space as spaces
+    from tasks.search import study as studies
+    from tasks.search.sweep import Search
+
+    check_project(root)
+    if method not in ("grid", *studies.SAMPLERS):
+        raise ParamsError(f"--search {method}: must be grid, random or optuna")
+    space = spaces.parse_space(texts)
+    if method == "grid":
+        given = [name for name, value in (("--trials", trials), ("--study", study), ("--storage", storage)) if value]
+        if given:
+            raise ParamsError(f"{given[0]} is for --search optuna or random; a grid runs every point once")
+        grid = spaces.expand(root / "params.yaml", space)  # every grid point valid before any starts
+        request, count, notes = Search(space, constraints=constraints, apply=apply), len(grid.trials), grid.notes
+    else:
+        if not trials:
+            raise ParamsError(f"--search {method} needs --trials N (how many points this sweep runs)")
+        if objective not in studies.OBJECTIVES:
+            raise ParamsError(f"--objective {objective}: must be {' or '.join(studies.OBJECTIVES)}")
+        spaces.check_space(root / "params.yaml", space)
+        url = studies.storage_url(root, storage)
+        name = study or studies.default_name()
+        resumed = studies.check_resume(root, url, name, space, objective, method)
+        if storage:  # the flow reads it from the environment: a flow's parameters are shown, a password with them
+            os.environ[studies.STORAGE_ENV] = storage
+        request = Search(space, method, trials, objective, name, "", max(workers, 1), constraints, apply)
+        action = "continuing" if resumed else "new"
+        notes = [*space.notes, f"{action} study {name} in {studies.shown(url)} (resume it with --study {name})"]
+        count = trials
+    if dask_address:
+        check_dask(dask_address)
+    return request, count, notes
+
+
+def sweep(root: Path, search: Search, workers: int, dask_address: str | None) -> SweepReport:
     """The sweep flow on Dask through prefect-dask: a local cluster of `workers` processes, or a scheduler."""
 
     def run_sweep() -> SweepReport:
@@ -158,7 +210,7 @@ def sweep(root: Path, grid: dict[str, list[Any]], workers: int, dask_address: st
             threads = worker_threads(workers)
         # prefect-dask's runner hands out its own futures type, which Prefect's stubs do not name.
         flow = sweep_flow.with_options(task_runner=runner)  # type: ignore[arg-type]
-        return cast("SweepReport", flow(project=str(root), grid=grid, threads=threads, apply=apply))
+        return cast("SweepReport", flow(project=str(root), search=search, threads=threads))
 
     return in_prefect(root, run_sweep)
 

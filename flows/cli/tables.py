@@ -130,45 +130,52 @@ def print_gate(gate: dict[str, Any]) -> None:
 
 
 def print_sweep(report: SweepReport, root: Path) -> None:
-    """The trials, where the answer was written, and the best trial that passes the gate."""
+    """The trials as the device pays for them, the float models, where the answer went, the best trial."""
+
+    def number(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     out = console()
-    trials = table(
-        "sweep (test split; shipped int8 model of each trial)",
-        ("trial", "settings", "accuracy", "gzip bytes", "ms (builtin)", "ms (xnnpack)", "TPU", "gate", "front"),
-    )
+    columns = ("trial", "settings", "accuracy", "param bytes", "MACs", "off-chip B", "TPU", "ms", "gzip bytes")
+    trials = table("sweep (test split; the shipped int8 model of each trial)", (*columns, "verdict"), right=columns[2:])
     for outcome in report.outcomes:
         if outcome.status != "ok":
-            trials.add_row(outcome.trial.name, outcome.trial.settings, "failed", "", "", "", "", "", outcome.error[:60])
+            trials.add_row(outcome.trial.name, outcome.trial.settings, "failed", *[""] * 6, outcome.error[:60])
             continue
         m = outcome.metrics
-        front = "/".join(
-            name for name, on in (("size", outcome.pareto_size), ("latency", outcome.pareto_latency)) if on
-        )
         trials.add_row(
-            outcome.trial.name,
+            ("* " if outcome.best else "") + outcome.trial.name,
             outcome.trial.settings,
             f"{m['accuracy']:.4f}",
-            f"{m['gzip_bytes']:,}",
-            f"{m['latency_ms_builtin']:.3f}",
-            f"{m['latency_ms_xnnpack']:.3f}",
-            f"{m['edgetpu_mapped_fraction']:.0%}",
-            outcome.gate,
-            front,
+            number(m.get("param_bytes"), ","),
+            number(m.get("macs"), ","),
+            number(m.get("off_chip_bytes"), ","),
+            number(m.get("mapped_fraction"), ".0%"),
+            number(m.get("latency_ms"), ".3f"),
+            number(m.get("gzip_bytes"), ","),
+            outcome.verdict,
         )
     out.print(trials)
-    out.print(f"table: {report.csv.relative_to(root)}; Pareto front: {report.plot.relative_to(root)}")
-    out.print(f"MLflow run {report.run_id} (a nested run per trial)")
+    out.print("ms: 1 thread, batch 1, the slower of XNNPACK and the built-in kernels (sweep.csv has both)")
+    if report.floats:
+        made = ", ".join(f"{f.spec.key[:8]} {f.status} ({f.spec.settings})" for f in report.floats)
+        out.print(f"float models: {made}")
+    if report.study:
+        out.print(report.study)
+    out.print(f"table: {report.csv.relative_to(root)}; Pareto fronts: {report.plot.relative_to(root)}")
+    out.print(f"MLflow run {report.run_id} (a nested run per trial of this sweep)")
+    rule = f"most accurate that passes the gate and meets every constraint ({report.constraints.describe()})"
     if report.best is None:
-        out.print("no trial passes the gate")
+        out.print(
+            f"no trial is best: none passes the gate and meets every constraint ({report.constraints.describe()})"
+        )
     elif report.applied:
         out.print(
-            f"best that passes the gate: {report.best.trial.name}; written into params.yaml "
+            f"best ({rule}): {report.best.trial.name}; written into params.yaml "
             f"({report.best.trial.settings}) - `edgecompress run` builds and registers it through the gate"
         )
     else:
-        out.print(
-            f"best that passes the gate: {report.best.trial.name} ({report.best.trial.settings}); --apply writes it"
-        )
+        out.print(f"best ({rule}): {report.best.trial.name} ({report.best.trial.settings}); --apply writes it")
     failed = [o for o in report.outcomes if o.status != "ok"]
     if failed:
         out.print(f"{len(failed)} trial(s) failed: " + "; ".join(f"{o.trial.name}: {o.error}" for o in failed))

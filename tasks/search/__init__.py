@@ -1,1 +1,1 @@
-"""The search over settings: a grid of trials on the same stage functions, the Pareto front, the best trial."""
+"""The search: float models trained once each, trials on the stages, a grid or an Optuna study, the best trial."""

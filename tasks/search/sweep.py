@@ -1,25 +1,29 @@
-"""A search over compression settings: a grid of params, each point run on the same float model.
+"""A search over what the device pays for: float models trained once each, compression trials on top.
 
-The float model is trained once, by the normal pipeline. Each trial then runs the stages after
-training (tasks.stages.STAGES from `prune` on) in a folder of its own whose data and float model
-are the project's, with its settings laid over params.yaml. A trial takes a path and a list of
-overrides and returns numbers, so it can run in any process that sees the project folder: a Dask
-worker here, or on a team's cluster with a shared file system.
+A point of the search (tasks/search/space.py) may set the float model's settings (train.*,
+data.image_size, data.channels) and the compression stages' (prune, cluster, quantize, evaluate,
+edgetpu). Each distinct float model, named by a hash of its settings and their code, is prepared and
+trained once into a folder of its own under `.dvc/tmp/float-models/` (kept: a later sweep or a
+resumed study finds it there); each trial then runs the stages after training in a scratch folder
+whose data and float model are that folder's, with its settings laid over params.yaml. Both take
+paths and settings and return numbers, so they run in any process that sees the project folder: a
+Dask worker here, or on a team's cluster with a shared file system.
 
-The answer: every trial's accuracy, size, gzip size, latency on both CPU kernel sets and Edge TPU
-mapping; the Pareto front of accuracy against gzip size and against latency; and the best trial
-that passes the gate (the smallest gzipped model, then the most accurate).
+Every trial is measured as the device pays for it: test accuracy, int8 parameter bytes and
+multiply-accumulates (what the Edge TPU caches and every CPU kernel reads), the preflight's on-chip
+and off-chip bytes and mapped fraction, single-thread latency on both CPU kernel sets, and the
+gzipped download. The best trial is the most accurate that passes the gate and meets every
+constraint (then the smaller in parameter bytes).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
+import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -31,158 +35,345 @@ from typing import Any
 
 import yaml
 
-from tasks.bookkeeping.tracking import configure, server_errors, tracking_uri
-from tasks.errors import ParamsError
 from tasks.layout import Layout
-from tasks.params import Params, apply_overrides, parse_override, parse_params, read_params_file
+from tasks.params import Params, apply_overrides, parse_params, read_params_file
+from tasks.search.space import Space, Trial, float_key
 
 log = logging.getLogger(__name__)
 
-# The stages a trial runs: everything after the float model. data.* and train.* make the float
-# model itself, so a sweep cannot vary them (one model is trained, once).
+# The stages a trial runs: everything after the float model.
 TRIAL_STAGES = ("prune", "cluster", "quantize", "evaluate", "edgetpu")
-FIXED_SECTIONS = ("data", "train")
-COLUMNS = (
-    "trial",
-    "status",
-    "settings",
+FLOAT_STAGES = ("prepare", "train")
+# Where float models are kept between sweeps. Not a sweep-* scratch folder: those go when a sweep ends.
+FLOAT_CACHE = Path(".dvc") / "tmp" / "float-models"
+# What a trial records, in the table's order.
+METRICS = (
     "accuracy",
     "accuracy_drop",
-    "size_bytes",
-    "gzip_bytes",
+    "param_bytes",
+    "macs",
+    "on_chip_bytes",
+    "off_chip_bytes",
+    "mapped_fraction",
+    "latency_ms",
     "latency_ms_xnnpack",
     "latency_ms_builtin",
-    "edgetpu_mapped_fraction",
-    "gate",
-    "pareto_size",
-    "pareto_latency",
-    "error",
+    "gzip_bytes",
+    "size_bytes",
 )
 
 
 @dataclass(frozen=True)
-class Trial:
-    """One grid point: its name and the overrides that make it."""
+class FloatSpec:
+    """A float model to train: its key (a hash of its settings and code) and the overrides that make it."""
 
-    name: str
+    key: str
     overrides: tuple[str, ...]
 
     @property
     def settings(self) -> str:
-        return " ".join(self.overrides)
+        return " ".join(self.overrides) or "(params.yaml)"
+
+
+@dataclass(frozen=True)
+class FloatModel:
+    """A trained float model's folder (data/raw, data/calibration, the model, train.json), or why not."""
+
+    spec: FloatSpec
+    folder: str
+    status: str  # trained | cached | failed
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the device allows; None switches a constraint off.
+
+    `max_latency_ms` holds the slower of the two CPU kernel sets (XNNPACK and the built-in
+    kernels), single thread, batch 1, on the machine that ran the trial.
+    """
+
+    max_off_chip_bytes: int | None = None
+    min_mapped_fraction: float | None = None
+    max_latency_ms: float | None = None
+    max_param_bytes: int | None = None
+
+    def any(self) -> bool:
+        return any(value is not None for value in self.__dict__.values())
+
+    def describe(self) -> str:
+        parts = [
+            f"off-chip bytes <= {self.max_off_chip_bytes:,}" if self.max_off_chip_bytes is not None else "",
+            f"mapped fraction >= {self.min_mapped_fraction:g}" if self.min_mapped_fraction is not None else "",
+            f"latency <= {self.max_latency_ms:g} ms" if self.max_latency_ms is not None else "",
+            f"parameter bytes <= {self.max_param_bytes:,}" if self.max_param_bytes is not None else "",
+        ]
+        return ", ".join(part for part in parts if part) or "none"
+
+    def values(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Each constraint as Optuna counts it: at most 0 when met, the relative excess when not, 1 if unknown."""
+
+        def excess(observed: Any, limit: float, upper: bool) -> float:
+            if observed is None:
+                return 1.0
+            over = (observed - limit) if upper else (limit - observed)
+            return float(over) / max(abs(limit), 1.0)
+
+        checks = {
+            "off_chip_bytes": (metrics.get("off_chip_bytes"), self.max_off_chip_bytes, True),
+            "mapped_fraction": (metrics.get("mapped_fraction"), self.min_mapped_fraction, False),
+            "latency_ms": (metrics.get("latency_ms"), self.max_latency_ms, True),
+            "param_bytes": (metrics.get("param_bytes"), self.max_param_bytes, True),
+        }
+        return {name: excess(seen, limit, upper) for name, (seen, limit, upper) in checks.items() if limit is not None}
+
+    def unmet(self, metrics: dict[str, Any]) -> list[str]:
+        """The constraints a trial misses, each as a few words (an unknown value misses: it is not a guess)."""
+        words = {
+            "off_chip_bytes": ("off-chip bytes", "<=", self.max_off_chip_bytes),
+            "mapped_fraction": ("mapped fraction", ">=", self.min_mapped_fraction),
+            "latency_ms": ("latency ms", "<=", self.max_latency_ms),
+            "param_bytes": ("parameter bytes", "<=", self.max_param_bytes),
+        }
+        missed = []
+        for name, value in self.values(metrics).items():
+            if value <= 0:
+                continue
+            label, sign, limit = words[name]
+            observed = metrics.get(name)
+            missed.append(
+                f"{label} unknown"
+                if observed is None
+                else f"{label} {number_text(observed)} (not {sign} {number_text(limit)})"
+            )
+        return missed
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a sweep is asked: the space, how to search it (grid, random, optuna), the constraints."""
+
+    space: Space
+    method: str = "grid"  # grid | random | optuna
+    trials: int = 0  # random, optuna: how many points this sweep runs
+    objective: str = "param-bytes"  # random, optuna: what goes down while accuracy goes up
+    study: str = ""  # random, optuna: the study's name (a new one, or one to continue)
+    storage: str = ""  # random, optuna: its database URL ('' = EDGECOMPRESS_OPTUNA_STORAGE or optuna.db)
+    batch: int = 1  # random, optuna: points asked at a time and run side by side
+    constraints: Constraints = field(default_factory=Constraints)
+    apply: bool = False
 
 
 @dataclass
 class Outcome:
-    """What a trial measured, or why it failed."""
+    """What a trial measured, or why it failed, and how it was judged."""
 
     trial: Trial
     status: str  # "ok" | "failed"
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     gate: str = ""
-    pareto_size: bool = False
+    unmet: list[str] = field(default_factory=list)
+    float_key: str = ""
+    pareto_params: bool = False
     pareto_latency: bool = False
+    best: bool = False
     seconds: float = 0.0
 
-    def row(self) -> dict[str, Any]:
+    @property
+    def feasible(self) -> bool:
+        return self.status == "ok" and self.gate == "passed" and not self.unmet
+
+    @property
+    def verdict(self) -> str:
+        """'meets all', or what it misses: the gate, the constraints."""
+        if self.status != "ok":
+            return "failed"
+        missed = ([] if self.gate == "passed" else [f"gate {self.gate or 'not judged'}"]) + self.unmet
+        return "; ".join(missed) or "meets all"
+
+    def row(self, keys: tuple[str, ...]) -> dict[str, Any]:
         return {
             "trial": self.trial.name,
             "status": self.status,
-            "settings": self.trial.settings,
-            **{key: self.metrics.get(key, "") for key in COLUMNS[3:10]},
+            "float_model": self.float_key,
+            **{key: self.trial.value(key) for key in keys},
+            **{key: _cell(self.metrics.get(key)) for key in METRICS},
             "gate": self.gate,
-            "pareto_size": self.pareto_size,
+            "constraints": "; ".join(self.unmet) if self.unmet else ("met" if self.status == "ok" else ""),
+            "best": self.best,
+            "pareto_param_bytes": self.pareto_params,
             "pareto_latency": self.pareto_latency,
+            "seconds": self.seconds,
+            "settings": self.trial.settings,
             "error": self.error,
         }
 
 
-def parse_grid(texts: list[str]) -> dict[str, list[Any]]:
-    """'-S section.key=v1,v2,...' options as {section.key: [v1, v2, ...]} (values parsed as YAML)."""
-    if not texts:
-        raise ParamsError("sweep: no grid; give at least one -S section.key=value1,value2")
-    grid: dict[str, list[Any]] = {}
-    for text in texts:
-        section, name, _ = parse_override(text)
-        key = f"{section}.{name}"
-        if section in FIXED_SECTIONS:
-            raise ParamsError(
-                f"-S {key}: a sweep trains the float model once, so {section}.* cannot vary; "
-                "sweep prune, cluster, quantize, evaluate or edgetpu settings"
-            )
-        raw = text.partition("=")[2].strip()
-        try:
-            values = yaml.safe_load(f"[{raw}]") if raw else []
-        except yaml.YAMLError:
-            raise ParamsError(f"-S {key}: cannot read {raw!r} as a comma-separated list of values") from None
-        if not values:
-            raise ParamsError(f"-S {key}: no values; give one or more, separated by commas")
-        if key in grid:
-            raise ParamsError(f"-S {key}: given twice; list all its values in one -S")
-        grid[key] = values
-    return grid
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
 
 
-def expand(params_file: Path, grid: dict[str, list[Any]]) -> list[Trial]:
-    """Every grid point as a Trial, each validated with the whole params file before any runs."""
-    raw = read_params_file(params_file)
-    parse_params(raw, origin=params_file.name)  # the file itself first: its errors are its own
-    keys = list(grid)
-    trials = []
-    for index, values in enumerate(itertools.product(*(grid[key] for key in keys)), start=1):
-        overrides = tuple(f"{key}={_yaml_value(value)}" for key, value in zip(keys, values, strict=True))
-        try:
-            parse_params(apply_overrides(raw, list(overrides)), origin="sweep")
-        except ParamsError as error:
-            raise ParamsError(f"{error} (in grid point {' '.join(overrides)})") from None
-        trials.append(Trial(f"t{index:02d}", overrides))
-    return trials
+def number_text(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
-def _yaml_value(value: Any) -> str:
-    """A value as -S takes it back (YAML flow style, one line)."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+# -- float models ------------------------------------------------------------------------------------------
 
 
-def trial_layout(project: Layout, scratch: Path, trial: Trial) -> Layout:
-    """A trial's folder: the project's data and float model (linked, never copied), its own outputs."""
-    layout = Layout(scratch / trial.name)
-    if layout.root.exists():
-        shutil.rmtree(layout.root)
-    layout.float_model.parent.mkdir(parents=True)
-    for shared in (project.raw, project.calibration, project.float_model):
-        (layout.root / shared.relative_to(project.root)).symlink_to(shared)
-    layout.reports.mkdir(parents=True)
-    shutil.copy2(project.train_report, layout.train_report)
-    return layout
+def code_fingerprint(root: Path, params: Params) -> str:
+    """What besides its settings makes a float model: the prepare and train stages' code (their deps in
+    dvc.yaml), a model, weights file or builder named in params, and a folder source's file listing."""
+    from tasks.stages import models
+
+    digest = hashlib.sha256()
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    code = sorted(
+        {dep for name in FLOAT_STAGES for dep in stages.get(name, {}).get("deps", []) if not dep.startswith("data/")}
+    )
+    for relative in code:
+        path = root / relative
+        digest.update(relative.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    digest.update(json.dumps(models.source_files(params.train, root), sort_keys=True).encode())
+    if params.data.kind == "folder":
+        source = (root / Path(params.data.location).expanduser()).resolve()
+        for item in sorted(source.rglob("*")) if source.is_dir() else []:
+            stat = item.stat()
+            digest.update(f"{item.relative_to(source)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
-def trial_params(project: Layout, trial: Trial) -> Params:
-    return parse_params(apply_overrides(read_params_file(project.params_file), list(trial.overrides)), origin="sweep")
+def float_specs(root: Path, trials: list[Trial]) -> dict[str, FloatSpec]:
+    """Each trial's float model (trial name -> spec); trials that share settings share the spec."""
+    raw = read_params_file(root / "params.yaml")
+    specs: dict[str, FloatSpec] = {}
+    by_settings: dict[tuple[str, ...], FloatSpec] = {}
+    by_key: dict[str, FloatSpec] = {}
+    for trial in trials:
+        overrides = trial.float_overrides
+        if overrides not in by_settings:
+            params = parse_params(apply_overrides(raw, list(overrides)), origin="sweep")
+            key = float_key(params, code_fingerprint(root, params))
+            by_settings[overrides] = by_key.setdefault(key, FloatSpec(key, overrides))
+        specs[trial.name] = by_settings[overrides]
+    return specs
 
 
-def run_trial(root: Path, scratch: Path, trial: Trial, threads: int | None = None) -> Outcome:
-    """Run one trial's stages and measure it; a failure is an Outcome, never an exception."""
+def float_folder(root: Path, key: str) -> Layout:
+    return Layout(root / FLOAT_CACHE / key)
+
+
+def cached_float(root: Path, spec: FloatSpec) -> FloatModel | None:
+    """The float model if an earlier sweep (or study) trained it; None otherwise."""
+    layout = float_folder(root, spec.key)
+    if layout.float_model.is_file() and layout.train_report.is_file():
+        return FloatModel(spec, str(layout.root), "cached")
+    return None
+
+
+def anchored(raw: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Params whose relative paths (a folder source, a model or weights file) point into the project,
+    for stages that run in another folder."""
+    out = {section: dict(values or {}) for section, values in raw.items()}
+    data, train = out.get("data", {}), out.get("train", {})
+    kind, _, location = str(data.get("source", "")).partition(":")
+    if kind == "folder" and not Path(location).expanduser().is_absolute():
+        data["source"] = f"folder:{root / location}"
+    kind, _, location = str(train.get("model", "")).partition(":")
+    if kind == "file" and not Path(location).is_absolute():
+        train["model"] = f"file:{root / location}"
+    if train.get("weights") and not Path(str(train["weights"])).is_absolute():
+        train["weights"] = str(root / str(train["weights"]))
+    return out
+
+
+def train_float(root: Path, spec: FloatSpec, threads: int | None = None) -> FloatModel:
+    """Prepare the data and train the float model of `spec` in its own folder; a failure is a result."""
+    found = cached_float(root, spec)
+    if found is not None:
+        return found
     started = time.perf_counter()
+    final = float_folder(root, spec.key)
+    final.root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=final.root.parent))
     try:
         if threads:
             _limit_threads(threads)
         from tasks.stages import STAGES
 
-        project = Layout(root)
-        layout = trial_layout(project, scratch, trial)
-        params = trial_params(project, trial)
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))  # a python:<module>:<function> builder lives in the project
+        params = parse_params(
+            anchored(apply_overrides(read_params_file(root / "params.yaml"), list(spec.overrides)), root), "sweep"
+        )
+        for name in FLOAT_STAGES:
+            STAGES[name](Layout(staging), params)
+        try:
+            staging.rename(final.root)
+        except OSError:  # another process trained the same model meanwhile: keep theirs
+            shutil.rmtree(staging, ignore_errors=True)
+        seconds = round(time.perf_counter() - started, 2)
+        return FloatModel(spec, str(final.root), "trained", seconds=seconds)
+    except Exception as error:  # a float model that cannot be trained fails its trials, not the sweep
+        shutil.rmtree(staging, ignore_errors=True)
+        log.warning("float model %s (%s) failed: %s", spec.key, spec.settings, error)
+        return FloatModel(spec, "", "failed", error=_one_line(error), seconds=round(time.perf_counter() - started, 2))
+
+
+# -- trials ------------------------------------------------------------------------------------------------
+
+
+def trial_layout(source: Layout, scratch: Path, trial: Trial) -> Layout:
+    """A trial's folder: its float model's data and model (linked, never copied), its own outputs."""
+    layout = Layout(scratch / trial.name)
+    if layout.root.exists():
+        shutil.rmtree(layout.root)
+    layout.float_model.parent.mkdir(parents=True)
+    for shared in (source.raw, source.calibration, source.float_model):
+        (layout.root / shared.relative_to(source.root)).symlink_to(shared)
+    layout.reports.mkdir(parents=True)
+    shutil.copy2(source.train_report, layout.train_report)
+    return layout
+
+
+def trial_params(root: Path, trial: Trial) -> Params:
+    raw = anchored(apply_overrides(read_params_file(root / "params.yaml"), list(trial.overrides)), root)
+    return parse_params(raw, origin="sweep")
+
+
+def run_trial(root: Path, scratch: Path, trial: Trial, model: FloatModel, threads: int | None = None) -> Outcome:
+    """Run one trial's stages on its float model and measure it; a failure is an Outcome, never an exception."""
+    started = time.perf_counter()
+    if model.status == "failed":
+        return Outcome(trial, "failed", error=f"float model failed: {model.error}", float_key=model.spec.key)
+    try:
+        if threads:
+            _limit_threads(threads)
+        from tasks.stages import STAGES
+
+        layout = trial_layout(Layout(Path(model.folder)), scratch, trial)
+        params = trial_params(root, trial)
         for name in TRIAL_STAGES:
             STAGES[name](layout, params)
         metrics = measure(layout, params)
-        return Outcome(trial, "ok", metrics, seconds=round(time.perf_counter() - started, 2))
+        return Outcome(trial, "ok", metrics, float_key=model.spec.key, seconds=round(time.perf_counter() - started, 2))
     except Exception as error:  # a failed trial is a result: recorded with its error, the others go on
         log.warning("trial %s failed: %s", trial.name, error)
-        last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-        where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-        message = " ".join(f"{type(error).__name__}: {error}".split())[:300] + where
-        return Outcome(trial, "failed", error=message, seconds=round(time.perf_counter() - started, 2))
+        return Outcome(
+            trial,
+            "failed",
+            error=_one_line(error),
+            float_key=model.spec.key,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300] + where
 
 
 def _limit_threads(threads: int) -> None:
@@ -196,8 +387,22 @@ def _limit_threads(threads: int) -> None:
         pass  # this worker ran a trial before: its pools exist already, sized the same way
 
 
+def edgetpu_memory(report: dict[str, Any]) -> dict[str, Any]:
+    """On-chip and off-chip bytes from an edgetpu.json: the memory model's prediction where the report
+    has one, the compiler's figures when it ran; None where neither says."""
+    memory = report.get("memory") or (report.get("preflight") or {}).get("memory") or {}
+    compiler = report.get("compiler") or {}
+    on_chip = memory.get("on_chip_bytes", compiler.get("on_chip_bytes"))
+    off_chip = memory.get("off_chip_bytes", report.get("off_chip_bytes"))
+    if report.get("source") == "compiler":  # the compiler's own figure beats any prediction
+        on_chip = compiler.get("on_chip_bytes", on_chip)
+        off_chip = report.get("off_chip_bytes", off_chip)
+    return {"on_chip_bytes": on_chip, "off_chip_bytes": off_chip}
+
+
 def measure(layout: Layout, params: Params) -> dict[str, Any]:
-    """The shipped model's accuracy, sizes, latency on both CPU kernel sets and Edge TPU mapping."""
+    """The shipped model as the device pays for it: accuracy, parameter bytes, MACs, Edge TPU memory and
+    mapping, latency on both CPU kernel sets, the gzipped download."""
     from tasks.stages import images
     from tasks.stages.inference import TFLiteModel
 
@@ -218,12 +423,16 @@ def measure(layout: Layout, params: Params) -> dict[str, Any]:
     return {
         "accuracy": shipped["accuracy"],
         "accuracy_drop": metrics["summary"]["accuracy_drop"],
-        "size_bytes": shipped["size_bytes"],
-        "gzip_bytes": shipped["gzip_bytes"],
-        "float_gzip_bytes": metrics["variants"]["float_tflite"]["gzip_bytes"],
+        "param_bytes": shipped.get("param_bytes"),
+        "macs": shipped.get("macs"),
+        **edgetpu_memory(edgetpu),
+        "mapped_fraction": edgetpu.get("mapped_fraction"),
+        "latency_ms": max(latency.values()),
         "latency_ms_xnnpack": latency["xnnpack"],
         "latency_ms_builtin": latency["builtin"],
-        "edgetpu_mapped_fraction": edgetpu["mapped_fraction"],
+        "gzip_bytes": shipped["gzip_bytes"],
+        "size_bytes": shipped["size_bytes"],
+        "float_gzip_bytes": metrics["variants"]["float_tflite"]["gzip_bytes"],
         "variants": metrics["variants"],
         "shipped": metrics["shipped"],
         "edgetpu": {
@@ -234,6 +443,9 @@ def measure(layout: Layout, params: Params) -> dict[str, Any]:
             "memory": {"source": (edgetpu.get("memory") or {}).get("source")},
         },
     }
+
+
+# -- judging -----------------------------------------------------------------------------------------------
 
 
 def pareto(points: list[tuple[float, float]]) -> list[bool]:
@@ -249,15 +461,13 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
     return front
 
 
-def judge(outcomes: list[Outcome], params: Params, champion_accuracy: float | None) -> Outcome | None:
-    """Mark the Pareto fronts and each trial's gate verdict; the best trial that passes, or None."""
+def assess(outcome: Outcome, params: Params, champion_accuracy: float | None, constraints: Constraints) -> Outcome:
+    """The trial's gate verdict (from its metrics, as a run would judge it) and the constraints it misses."""
     from tasks.stages.gate import evaluate_gate
 
-    measured = [outcome for outcome in outcomes if outcome.status == "ok"]
-    by_size = pareto([(o.metrics["gzip_bytes"], o.metrics["accuracy"]) for o in measured])
-    by_latency = pareto([(o.metrics["latency_ms_builtin"], o.metrics["accuracy"]) for o in measured])
-    for outcome, on_size, on_latency in zip(measured, by_size, by_latency, strict=True):
-        outcome.pareto_size, outcome.pareto_latency = on_size, on_latency
+    if outcome.status != "ok":
+        return outcome
+    if "variants" in outcome.metrics:  # a trial read back from a study keeps the verdict it was given
         verdict = evaluate_gate(
             outcome.metrics["variants"],
             params.gate,
@@ -266,83 +476,39 @@ def judge(outcomes: list[Outcome], params: Params, champion_accuracy: float | No
             outcome.metrics["shipped"],
         )
         outcome.gate = verdict.verdict
-    passing = [outcome for outcome in measured if outcome.gate == "passed"]
-    if not passing:
+    outcome.unmet = constraints.unmet(outcome.metrics)
+    return outcome
+
+
+def _cost(outcome: Outcome, key: str) -> float:
+    value = outcome.metrics.get(key)
+    return float("inf") if value is None else float(value)
+
+
+def judge(
+    outcomes: list[Outcome], params: Params, champion_accuracy: float | None, constraints: Constraints | None = None
+) -> Outcome | None:
+    """Judge every trial (gate, constraints), mark the Pareto fronts; the best trial, or None.
+
+    The best is the most accurate trial that passes the gate and meets every constraint, then the
+    smaller in int8 parameter bytes, then in gzipped bytes.
+    """
+    constraints = constraints or Constraints()
+    measured = [assess(o, params, champion_accuracy, constraints) for o in outcomes if o.status == "ok"]
+    by_params = pareto([(_cost(o, "param_bytes"), o.metrics["accuracy"]) for o in measured])
+    by_latency = pareto([(_cost(o, "latency_ms"), o.metrics["accuracy"]) for o in measured])
+    for outcome, on_params, on_latency in zip(measured, by_params, by_latency, strict=True):
+        outcome.pareto_params, outcome.pareto_latency = on_params, on_latency
+        outcome.best = False
+    feasible = [o for o in measured if o.feasible]
+    if not feasible:
         return None
-    return min(passing, key=lambda o: (o.metrics["gzip_bytes"], -o.metrics["accuracy"], o.trial.name))
-
-
-def table_csv(outcomes: list[Outcome]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(outcome.row() for outcome in outcomes)
-    return buffer.getvalue()
-
-
-def plot_pareto(outcomes: list[Outcome], path: Path) -> None:
-    """Accuracy against gzip size and against latency, the Pareto front of each drawn and the rest dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    measured = [o for o in outcomes if o.status == "ok"]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for axis, cost, label, flag in (
-        (axes[0], "gzip_bytes", "gzipped .tflite (bytes)", "pareto_size"),
-        (axes[1], "latency_ms_builtin", "latency, 1 thread, built-in kernels (ms)", "pareto_latency"),
-    ):
-        for outcome in measured:
-            on_front = getattr(outcome, flag)
-            axis.scatter(
-                outcome.metrics[cost],
-                outcome.metrics["accuracy"],
-                color="tab:blue" if on_front else "tab:gray",
-                marker="o" if outcome.gate == "passed" else "x",
-            )
-            axis.annotate(outcome.trial.name, (outcome.metrics[cost], outcome.metrics["accuracy"]), fontsize=7)
-        front = sorted((o.metrics[cost], o.metrics["accuracy"]) for o in measured if getattr(o, flag))
-        if front:
-            axis.plot(*zip(*front, strict=True), color="tab:blue", linewidth=1)
-        axis.set_xlabel(label)
-        axis.set_ylabel("test accuracy")
-        axis.grid(alpha=0.3)
-    axes[0].set_title("Pareto front: accuracy vs size (o passes the gate, x fails)")
-    axes[1].set_title("Pareto front: accuracy vs latency")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
-
-
-def markdown(outcomes: list[Outcome], best: Outcome | None) -> str:
-    """The results table for a Prefect artifact."""
-    rows = [
-        f"| {o.trial.name} | {o.trial.settings} | {o.status} | "
-        + (
-            f"{o.metrics['accuracy']:.4f} | {o.metrics['gzip_bytes']:,} | {o.metrics['latency_ms_builtin']:.3f} | "
-            f"{o.metrics['edgetpu_mapped_fraction']:.0%} | {o.gate} | {'yes' if o.pareto_size else ''} |"
-            if o.status == "ok"
-            else f"- | - | - | - | - | {o.error[:80]} |"
-        )
-        for o in outcomes
-    ]
-    chosen = (
-        f"Best trial that passes the gate: **{best.trial.name}** ({best.trial.settings})."
-        if best
-        else ("No trial passes the gate.")
+    best = min(
+        feasible,
+        key=lambda o: (-o.metrics["accuracy"], _cost(o, "param_bytes"), _cost(o, "gzip_bytes"), o.trial.name),
     )
-    return "\n".join(
-        [
-            "# Compression sweep",
-            "",
-            chosen,
-            "",
-            "| trial | settings | status | accuracy | gzip bytes | latency ms | Edge TPU | gate | Pareto (size) |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *rows,
-        ]
-    )
+    best.best = True
+    return best
 
 
 @contextmanager
@@ -357,52 +523,6 @@ def scratch_folder(layout: Layout) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_answer(layout: Layout, outcomes: list[Outcome]) -> tuple[Path, Path]:
-    """data/reports/sweep.csv (the table, `dvc plots show`'s data) and data/reports/pareto.png."""
-    from tasks.fsutil import staging_file, write_text
-
-    csv_path, plot_path = layout.reports / "sweep.csv", layout.reports / "pareto.png"
-    write_text(csv_path, table_csv(outcomes))
-    with staging_file(plot_path) as tmp:
-        plot_pareto(outcomes, tmp)
-    return csv_path, plot_path
-
-
 def worker_threads(workers: int) -> int:
     """TensorFlow threads per trial: the machine's cores shared between the local workers."""
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
-
-
-def log_sweep(
-    root: Path, grid: dict[str, list[Any]], outcomes: list[Any], best: Any | None, artifacts: tuple[Path, ...]
-) -> str:
-    """A sweep as one MLflow run with a nested run per trial (its settings, metrics, or error); the run id."""
-    import mlflow
-
-    uri = tracking_uri(root)
-    with server_errors(uri):
-        configure(root)
-        with mlflow.start_run(run_name="sweep") as parent:
-            mlflow.set_tags({"sweep.grid": json.dumps(grid), "sweep.best": best.trial.name if best else ""})
-            for outcome in outcomes:
-                mlflow.start_run(run_name=f"sweep/{outcome.trial.name}", nested=True)
-                mlflow.log_params(dict(text.split("=", 1) for text in outcome.trial.overrides))
-                numbers = {
-                    key: float(value)
-                    for key, value in outcome.metrics.items()
-                    if isinstance(value, int | float) and not isinstance(value, bool)
-                }
-                mlflow.log_metrics({**numbers, "seconds": outcome.seconds})
-                mlflow.set_tags(
-                    {
-                        "trial": outcome.trial.name,
-                        "gate.verdict": outcome.gate,
-                        "pareto.size": str(outcome.pareto_size).lower(),
-                        "pareto.latency": str(outcome.pareto_latency).lower(),
-                        **({"error": outcome.error} if outcome.error else {}),
-                    }
-                )
-                mlflow.end_run("FINISHED" if outcome.status == "ok" else "FAILED")
-            for path in artifacts:
-                mlflow.log_artifact(str(path), artifact_path="sweep")
-            return str(parent.info.run_id)

@@ -158,7 +158,7 @@ CASES: dict[str, Case] = {
     "serve with a bad cron": Case(("serve", "--cron", "61 * * * *"), "--cron: '61 * * * *' is not a 5-field"),
     "reproduce with no registry": Case(("reproduce", "3"), "no tracking store yet"),
     "not a tflite": Case(("check-edgetpu", "params.yaml"), "not a TensorFlow Lite model"),
-    "sweep over training": Case(("sweep", "-S", "train.epochs=1,2"), "cannot vary"),
+    "sweep over the gate": Case(("sweep", "-S", "gate.min_accuracy=0.5,0.9"), "cannot vary gate.*"),
     "sweep out of range": Case(("sweep", "-S", "prune.final_sparsity=0.5,2"), "in grid point"),
     # --- the environment ------------------------------------------------------------------------
     "unreachable tracking server": Case(
