@@ -48,9 +48,11 @@ SETTINGS = [
     "gate.max_accuracy_drop=0.2",
     "gate.max_regression_vs_champion=null",
 ]
-# Each space: the grid's values (two per axis) and the samplers' ranges or choices, as -S texts.
+# Each space, as -S texts: what every trial sets, the grid's axes (two values each) and the samplers'
+# ranges or choices.
 SPACES: dict[str, dict[str, list[str]]] = {
     "cnn": {
+        "fixed": [],
         "grid": [
             "train.conv_filters=8,32",
             "train.dense_units=16,128",
@@ -64,6 +66,7 @@ SPACES: dict[str, dict[str, list[str]]] = {
         ],
     },
     "channels": {
+        "fixed": ["prune.method=channels"],
         "grid": [
             "train.conv_filters=8,32",
             "data.image_size=8,16",
@@ -72,7 +75,6 @@ SPACES: dict[str, dict[str, list[str]]] = {
         "sampled": [
             "train.conv_filters=4:40",
             "data.image_size=8,12,16",
-            "prune.method=channels",
             "prune.channel_fraction=0.0:0.7",
         ],
     },
@@ -116,8 +118,8 @@ def compare(project: Path, space: str, trials: int, limit: int, workers: int) ->
     constraints = Constraints(max_param_bytes=limit)
     axes = SPACES[space]["grid"]
     used = max(1, min(len(axes), round(math.log2(max(trials, 2)))))  # two values on each of the first axes
-    grid_space = spaces.parse_space(axes[:used])
-    sampled_space = spaces.parse_space(SPACES[space]["sampled"])
+    grid_space = spaces.parse_space([*SPACES[space]["fixed"], *axes[:used]])
+    sampled_space = spaces.parse_space([*SPACES[space]["fixed"], *SPACES[space]["sampled"]])
     grid = spaces.expand(project / "params.yaml", grid_space).trials
     if len(grid) != trials:
         _progress(f"a grid of {len(grid)} points (two values on {used} axes); random and optuna get as many")
