@@ -21,7 +21,8 @@ from tasks.layout import Layout
 from tasks.params import ClusterParams, Params
 from tasks.stages import images
 from tasks.stages.fit import compile_model, epoch_logger, keras, load_model, save_model, seed_everything
-from tasks.stages.prune import kernel_arrays, layer_sparsity, overall_sparsity, prunable_size
+from tasks.stages.footprint import kernel_arrays, layer_sparsity, overall_sparsity
+from tasks.stages.prune import prunable_size
 
 if TYPE_CHECKING:
     import tf_keras

@@ -1,5 +1,9 @@
 """What a model costs the device: the constant bytes it holds, its zero weights, its multiply-accumulates.
 
+One place for both counters: `tflite_footprint` reads a .tflite's flatbuffer, `keras_macs` counts a
+Keras model's layers the same way (a SeparableConv2D is the DEPTHWISE_CONV_2D and CONV_2D it
+converts to), so a Keras variant's MACs and its .tflite's agree.
+
 Two sizes are never confused here. The download is the file, gzipped (tasks/stages/evaluate.py
 file_sizes): magnitude pruning and clustering shrink it, because zeros and repeated values
 compress. What the device holds is every constant byte of the .tflite, dense: the Edge TPU caches
@@ -13,9 +17,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tf_keras
 
 # Operators whose work is multiply-accumulates over a weight tensor (their input 1).
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -87,3 +94,77 @@ def _macs(g: Any, op: Any) -> int:
         pixels = prod(_batch1(g.shape(source))[1:3]) if source is not None else 0
         return pixels * w[0] * w[1] * w[2] * w[3]
     return 0
+
+
+# Weight names that carry a layer's multiply-accumulates; biases and BatchNorm statistics are
+# never pruned by tfmot, so counting them would understate the sparsity that was asked for.
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def short_name(weight_name: str) -> str:
+    """'dense/kernel:0' -> 'kernel'."""
+    return weight_name.split("/")[-1].split(":")[0]
+
+
+def kernel_arrays(model: tf_keras.Model) -> list[tuple[str, np.ndarray]]:
+    """Every kernel of a Keras model as ('layer/kernel', values)."""
+    return [
+        (f"{layer.name}/{short_name(weight.name)}", weight.numpy())
+        for layer in model.layers
+        for weight in layer.weights
+        if short_name(weight.name) in KERNELS
+    ]
+
+
+def layer_sparsity(model: tf_keras.Model) -> dict[str, float]:
+    """Fraction of exact zeros in each kernel, by 'layer/kernel' name."""
+    return {name: round(float(np.mean(values == 0)), 6) for name, values in kernel_arrays(model)}
+
+
+def overall_sparsity(model: tf_keras.Model, names: set[str] | None = None) -> float:
+    """Fraction of exact zeros over the named kernels together (all kernels by default)."""
+    kernels = [values for name, values in kernel_arrays(model) if names is None or name in names]
+    total = sum(values.size for values in kernels)
+    zeros = sum(int(np.sum(values == 0)) for values in kernels)
+    return round(zeros / total, 6) if total else 0.0
+
+
+def keras_macs(model: tf_keras.Model) -> int:
+    """Multiply-accumulates of one image through a Keras model: Conv2D, DepthwiseConv2D, SeparableConv2D, Dense.
+
+    BatchNormalization (folded into the convolution at conversion), pooling and element-wise layers
+    are not counted, as tflite_footprint counts only weighted operators. Nested models are counted
+    through; a layer called twice computes twice.
+    """
+    from tasks.stages.fit import keras
+
+    k = keras()
+    weighted = (k.layers.Conv2D, k.layers.SeparableConv2D, k.layers.DepthwiseConv2D, k.layers.Dense)
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, k.Model):
+            total += keras_macs(layer)
+        elif isinstance(layer, weighted):
+            for index in range(len(layer._inbound_nodes)):
+                total += _layer_macs(layer, layer.get_input_shape_at(index), layer.get_output_shape_at(index))
+    return total
+
+
+def _layer_macs(layer: Any, in_shape: tuple[Any, ...], out_shape: tuple[Any, ...]) -> int:
+    """One call's multiply-accumulates (batch 1), from its input and output shapes."""
+    from tasks.stages.fit import keras
+
+    layers = keras().layers
+    positions = prod(int(d) for d in out_shape[1:-1])  # output pixels (or the leading axes of a Dense)
+    cin, cout = int(in_shape[-1]), int(out_shape[-1])
+    if isinstance(layer, layers.Conv2DTranspose):  # a subclass of Conv2D: each input pixel spreads a kernel
+        return prod(int(d) for d in in_shape[1:-1]) * prod(layer.kernel_size) * cin * cout
+    if isinstance(layer, layers.Dense):
+        return positions * cin * cout
+    window = prod(layer.kernel_size)
+    if isinstance(layer, layers.DepthwiseConv2D):
+        return positions * cout * window
+    if isinstance(layer, layers.SeparableConv2D):
+        middle = cin * layer.depth_multiplier
+        return positions * middle * window + positions * middle * cout
+    return positions * cout * window * cin // layer.groups

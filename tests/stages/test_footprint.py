@@ -51,3 +51,20 @@ def test_pruned_zeros_are_held_all_the_same(trained: tuple[Layout, Params], tmp_
     assert found.weight_bytes > found.zero_weights
     assert found.param_bytes > found.weight_bytes
     assert np.isclose(found.macs, tflite_footprint(layout.float_tflite).macs)
+
+
+def test_keras_macs_agree_with_the_converted_model(tmp_path: Path) -> None:
+    """keras_macs counts a Keras model as tflite_footprint counts its .tflite: strides, depthwise, separable."""
+    from tasks.stages.footprint import keras_macs
+
+    k = keras()
+    inputs = k.Input(shape=(8, 8, 3))
+    x = k.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    x = k.layers.BatchNormalization()(x)
+    x = k.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = k.layers.SeparableConv2D(6, 3, padding="valid")(x)
+    outputs = k.layers.Dense(3)(k.layers.Dense(5)(k.layers.Flatten()(x)))
+    model = k.Model(inputs, outputs)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(to_float_tflite(model))
+    assert keras_macs(model) == tflite_footprint(path).macs > 0
