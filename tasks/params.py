@@ -105,19 +105,29 @@ class TrainParams(_Section):
 
 
 class PruneParams(_Section):
-    """Magnitude pruning with tfmot's PolynomialDecay schedule."""
+    """Magnitude pruning (tfmot's PolynomialDecay schedule) or channel pruning, then fine-tuning.
+
+    Each method reads its own keys and ignores the other's: `magnitude` reads initial_sparsity,
+    final_sparsity, frequency and min_layer_weights; `channels` reads channel_fraction and
+    channel_multiple. Every key is still range-checked (a typo is an error whichever method runs);
+    the rules between keys apply only to the method that reads them.
+    """
 
     enabled: bool
+    method: Literal["magnitude", "channels"]
     initial_sparsity: float = Field(ge=0.0, lt=1.0)
     final_sparsity: float = Field(ge=0.0, lt=1.0)
-    epochs: int = Field(ge=1, le=10_000)
-    learning_rate: float = Field(gt=0.0, le=1.0)
     frequency: int = Field(ge=1)
     min_layer_weights: int = Field(ge=0)
+    channel_fraction: float = Field(ge=0.0, lt=1.0)
+    channel_multiple: int = Field(ge=1, le=1024)
+    epochs: int = Field(ge=1, le=10_000)
+    learning_rate: float = Field(gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ramp_goes_up(self) -> PruneParams:
-        if self.initial_sparsity > self.final_sparsity:
+        # A ramp that channel pruning never runs is not a reason to refuse the run.
+        if self.method == "magnitude" and self.initial_sparsity > self.final_sparsity:
             raise ValueError(
                 f"initial_sparsity ({self.initial_sparsity}) must not exceed final_sparsity ({self.final_sparsity})"
             )

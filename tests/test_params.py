@@ -39,7 +39,7 @@ def test_bad_values_name_the_key(override: str, named: str) -> None:
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
-    with pytest.raises(ParamsError, match=r"unknown key 'prune.sparsity' \(allowed: enabled, initial_sparsity"):
+    with pytest.raises(ParamsError, match=r"unknown key 'prune.sparsity' \(allowed: enabled, method, initial_sparsity"):
         repo_params(["prune.sparsity=0.5"])
 
 
@@ -129,3 +129,25 @@ def test_a_cron_prefect_cannot_schedule_is_refused(cron: str) -> None:
 def test_valid_crons_pass() -> None:
     for cron in ("0 3 * * *", "*/30 * * * *", "0 3 * * 1-5", "15 2 1 * *"):
         assert check_cron(cron) == cron
+
+
+def test_prune_method_and_channel_keys_are_checked() -> None:
+    assert repo_params(["prune.method=channels"]).prune.method == "channels"
+    for override, named in (
+        ("prune.method=filters", "prune.method"),
+        ("prune.channel_fraction=1.0", "prune.channel_fraction"),
+        ("prune.channel_fraction=-0.1", "prune.channel_fraction"),
+        ("prune.channel_multiple=0", "prune.channel_multiple"),
+        # The other method's keys are still range-checked: a typo is an error whichever runs.
+        ("prune.final_sparsity=1.5", "prune.final_sparsity"),
+    ):
+        with pytest.raises(ParamsError, match=named):
+            repo_params(["prune.method=channels", override])
+
+
+def test_a_rule_between_keys_applies_only_to_the_method_that_reads_them() -> None:
+    """The sparsity ramp is magnitude's: channel pruning ignores it, so it refuses nothing there."""
+    ramp = ["prune.initial_sparsity=0.95", "prune.final_sparsity=0.5"]
+    with pytest.raises(ParamsError, match="must not exceed final_sparsity"):
+        repo_params(ramp)
+    assert repo_params([*ramp, "prune.method=channels"]).prune.initial_sparsity == 0.95

@@ -32,6 +32,7 @@ def run(
     from tasks.params import Params, check_overrides
     from tasks.stages.models import check_paths
     from tasks.stages.prepare import check_source
+    from tasks.stages.prune import check_prunable
 
     root = project.resolve()
     overrides = list(set_ or [])
@@ -41,6 +42,7 @@ def run(
         params = check_overrides(root / "params.yaml", overrides)  # bad input stops here, nothing written
         check_paths(params.train, root)
         check_source(params.data)
+        check_prunable(params, root)  # a layer channel pruning cannot follow, before anything trains
         return params
 
     params = checked(check)

@@ -127,9 +127,8 @@ class TrackedRun:
                 mlflow.log_metrics(
                     {k: float(trial[k]) for k in ("accuracy", "drop", "size_bytes", "sparsity") if trial[k] is not None}
                 )
-                mlflow.set_tags(
-                    {"method": trial["method"], "kept": str(trial["kept"]).lower(), "reason": trial["reason"]}
-                )
+                tags = {"method": trial["method"], "kept": str(trial["kept"]).lower(), "reason": trial["reason"]}
+                mlflow.set_tags({**tags, **({"scheme": trial["scheme"]} if trial.get("scheme") else {})})
 
     def log_gate(self, layout: Layout, result: GateResult) -> None:
         """The gate verdict as a tag, each check's observed value as a metric, gate.json as an artifact."""

@@ -8,7 +8,8 @@ PTQ modes and what each is for:
 - float16: float16 weights. Half the size; for GPU delegates, which compute in float16.
 
 QAT (tfmot) fine-tunes with fake-quantization so the int8 model learns its own rounding; after
-pruning it uses tfmot's prune-preserving scheme so the zeros survive. `auto` tries int8 PTQ
+magnitude pruning it uses tfmot's prune-preserving scheme so the zeros survive (channel pruning
+leaves no zeros to keep: qat_scheme). `auto` tries int8 PTQ
 first and QAT only when PTQ loses more than `tolerable_drop`, in the spirit of Intel Neural
 Compressor's accuracy-aware tuning.
 """
@@ -55,6 +56,7 @@ class Trial:
     sparsity: float | None = None
     kept: bool = False
     reason: str = ""
+    scheme: str = ""  # QAT: tfmot's scheme (qat_scheme); empty for PTQ
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,11 @@ def to_int8_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeP
     """Full-integer post-training quantization calibrated on the representative set."""
     log.info("quantizing to int8 with %d calibration samples", len(calibration))
     return _convert(_full_integer(_converter(model), calibration, params.io_dtype))
+
+
+def int8_tflite_bytes(model: tf_keras.Model, calibration: Pixels) -> bytes:
+    """Full-integer int8 with int8 I/O, as the Edge TPU takes it (what prune.json's parameter bytes measure)."""
+    return _convert(_full_integer(_converter(model), calibration, "int8"))
 
 
 def to_ptq_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
@@ -327,10 +334,11 @@ def qat_model(
     try:
         with quantization.quantize_scope(scope):
             combine = tfmot.experimental.combine
-            if preserve_clusters:
+            name = qat_scheme(preserve_sparsity, preserve_clusters)
+            if name == "prune-cluster-preserving" or name == "cluster-preserving":
                 scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=preserve_sparsity)
                 quantized = quantization.quantize_apply(annotated, scheme)
-            elif preserve_sparsity:
+            elif name == "prune-preserving":
                 quantized = quantization.quantize_apply(annotated, combine.Default8BitPrunePreserveQuantizeScheme())
             else:
                 quantized = quantization.quantize_apply(annotated)
@@ -345,6 +353,18 @@ def qat_model(
         callbacks=[epoch_logger("qat", epochs)],
     )
     return quantized
+
+
+def qat_scheme(preserve_sparsity: bool, preserve_clusters: bool) -> str:
+    """Which of tfmot's QAT schemes keeps what earlier steps made (quantize.json names it per trial).
+
+    Sparsity is preserved only where magnitude pruning left zeros to keep (prune.json's
+    pruned_weights): after channel pruning the model is dense and smaller, and a prune-preserving
+    scheme would only freeze the few weights that happen to be zero.
+    """
+    if preserve_clusters:
+        return "prune-cluster-preserving" if preserve_sparsity else "cluster-preserving"
+    return "prune-preserving" if preserve_sparsity else "default"
 
 
 def qat_tflite(qat: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
@@ -389,17 +409,21 @@ def quantize_model(
     The reference is the float .tflite of the unpruned model on the same split, so a trial's
     drop counts what pruning and quantization cost together.
     """
-    from tasks.stages.prune import overall_sparsity
+    from tasks.stages.footprint import overall_sparsity
 
     reference = _score(float_tflite, validation)
     # Zeros over every kernel, before and in each attempt's .tflite: what ships, not what the
     # Keras wrappers hold (tfmot's collaborative QAT keeps its effective weights elsewhere).
     sparsity_before = overall_sparsity(compressed) if sparse_weights else None
 
+    # Zeros to keep only where magnitude pruning made them: a channel-pruned model lists none.
+    scheme = qat_scheme(bool(sparse_weights), clustered)
+
     def trial(name: str, method: str, model: bytes) -> tuple[Trial, bytes]:
         accuracy = _score(model, validation)
         sparsity = tflite_kernel_sparsity(model) if sparse_weights else None
         made = Trial(name, method, round(accuracy, 6), round(reference - accuracy, 6), len(model), sparsity)
+        made = replace(made, scheme=scheme if method == "qat" else "")
         log.info("trial %s: accuracy %.4f (drop %.4f), %d bytes", name, accuracy, made.drop, len(model))
         return made, model
 
@@ -442,11 +466,11 @@ def quantize_model(
 
 
 def _keep(made: Trial, reason: str) -> Trial:
-    return Trial(made.name, made.method, made.accuracy, made.drop, made.size_bytes, made.sparsity, True, reason)
+    return replace(made, kept=True, reason=reason)
 
 
 def _reject(made: Trial, reason: str) -> Trial:
-    return Trial(made.name, made.method, made.accuracy, made.drop, made.size_bytes, made.sparsity, False, reason)
+    return replace(made, kept=False, reason=reason)
 
 
 def _choose(

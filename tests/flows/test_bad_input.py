@@ -71,6 +71,14 @@ def write(name: str, content: bytes) -> Callable[[Path], None]:
 
 TWO = {"a": 3, "b": 3}
 BUILDER = b"def raises(shape, classes):\n    raise ValueError('nope')\n"
+LAMBDA_BUILDER = b"""import tf_keras as k
+
+
+def doubled(shape, classes):
+    x = k.Input(shape)
+    y = k.layers.Lambda(lambda t: t * 2.0, name="double")(k.layers.Conv2D(8, 3)(x))
+    return k.Model(x, k.layers.Dense(classes, activation="softmax")(k.layers.Flatten()(y)))
+"""
 
 CASES: dict[str, Case] = {
     # --- params.yaml and -S -------------------------------------------------------------------
@@ -147,6 +155,11 @@ CASES: dict[str, Case] = {
         "raised ValueError: nope",
         write("builders.py", BUILDER),
         writes_data=True,
+    ),
+    "a layer channel pruning cannot follow": Case(
+        ("run", "-S", "prune.method=channels", "-S", "train.model=python:builders:doubled"),
+        "layer 'double' (Lambda): not a layer it knows how to slice; use prune.method: magnitude",
+        write("builders.py", LAMBDA_BUILDER),
     ),
     # --- the command line -----------------------------------------------------------------------
     "unknown stage": Case(("stage", "distill"), "unknown stage 'distill'"),

@@ -179,3 +179,13 @@ def test_empty_calibration_set_is_refused(quantized: tuple[Layout, Params]) -> N
     empty = np.zeros((0, 8, 8, 1), dtype=np.float32)
     with pytest.raises(StageError, match="calibration set has zero samples"):
         to_int8_tflite(load_model(layout.pruned_model), empty, params.quantize)
+
+
+def test_qat_keeps_zeros_only_where_magnitude_pruning_made_them() -> None:
+    """prune.json's pruned_weights decide: after channel pruning (none listed) no scheme freezes zeros."""
+    from tasks.stages.quantize import qat_scheme
+
+    assert qat_scheme(preserve_sparsity=True, preserve_clusters=False) == "prune-preserving"
+    assert qat_scheme(preserve_sparsity=True, preserve_clusters=True) == "prune-cluster-preserving"
+    assert qat_scheme(preserve_sparsity=False, preserve_clusters=True) == "cluster-preserving"
+    assert qat_scheme(preserve_sparsity=False, preserve_clusters=False) == "default"
