@@ -134,6 +134,17 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+# The shipped model's figures `diff` always shows side by side, changed or not: what the device holds
+# and computes beside the download, and what it costs in accuracy.
+SHIPPED_FIGURES = ("accuracy", "param_bytes", "macs", "gzip_bytes", "size_bytes")
+
+
+def _shipped(record: dict[str, Any], figure: str) -> float | None:
+    """A figure of the version's shipped .tflite from its run's metrics (None when the run did not record it)."""
+    mode = record["params"].get("quantize.ptq_mode", "int8")
+    return record["metrics"].get(f"evaluate.{mode}_tflite.{figure}")
+
+
 def diff(uri: str, name: str, ref_a: str, ref_b: str) -> dict[str, Any]:
     """What differs between two versions in params, metrics and data."""
     a, b = lineage(uri, name, ref_a), lineage(uri, name, ref_b)
@@ -148,6 +159,7 @@ def diff(uri: str, name: str, ref_a: str, ref_b: str) -> dict[str, Any]:
     return {
         "model": name,
         "versions": [a["version"], b["version"]],
+        "shipped": {figure: [_shipped(a, figure), _shipped(b, figure)] for figure in SHIPPED_FIGURES},
         "params": changed(a["params"], b["params"]),
         # Stage timings differ on every run and say nothing about the model.
         "metrics": changed(

@@ -15,7 +15,7 @@ from tasks.layout import Layout
 from tasks.params import EvaluateParams, Params
 from tasks.stages import images
 from tasks.stages.fit import accuracy, load_model
-from tasks.stages.footprint import tflite_footprint
+from tasks.stages.footprint import keras_macs, tflite_footprint
 from tasks.stages.images import Images
 from tasks.stages.inference import TFLiteModel
 
@@ -29,13 +29,15 @@ def file_sizes(path: Path) -> dict[str, int]:
 
 
 def keras_variant(path: Path, test: Images, params: EvaluateParams) -> dict[str, Any]:
-    """Accuracy and sizes of a saved Keras model (its parameters held as float32: 4 bytes each)."""
+    """Accuracy, sizes and multiply-accumulates of a saved Keras model (its parameters held as float32)."""
     model = load_model(path)
     parameters = int(model.count_params())
     return {
         "accuracy": round(accuracy(model, test, params.batch_size), 6),
         "parameters": parameters,
         "param_bytes": 4 * parameters,
+        # Counted as tflite_footprint counts the .tflite variants: the same figure for the same layers.
+        "macs": keras_macs(model),
         **file_sizes(path),
     }
 
@@ -126,10 +128,11 @@ def run(layout: Layout, params: Params) -> dict[str, Any]:
     write_csv(layout.confusion, predictions(layout.quantized_tflite(mode), test, params.evaluate))
     for name, values in variants.items():
         log.info(
-            "%-12s accuracy %.4f  %9d parameter bytes  %9d bytes  %9d gzipped",
+            "%-12s accuracy %.4f  %9d parameter bytes  %11d MACs  %9d bytes  %9d gzipped",
             name,
             values["accuracy"],
             values["param_bytes"],
+            values["macs"],
             values["size_bytes"],
             values["gzip_bytes"],
         )

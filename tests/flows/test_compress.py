@@ -279,3 +279,41 @@ def test_failed_stage_marks_the_run_failed_and_keeps_outputs(project: Layout, fi
     assert latest.info.status == "FAILED"
     assert not any(p.name.endswith(".tmp") for p in project.raw.parent.iterdir())
     shutil.rmtree(source)
+
+
+def test_channel_pruning_runs_through_clustering_qat_the_gate_and_the_registry(
+    project: Layout, first: RunReport
+) -> None:
+    """prune.method: channels makes a smaller dense model every later step takes as any model."""
+    saved = project.params_file.read_text()
+    write_overrides(
+        project.params_file,
+        [
+            "prune.method=channels",
+            "prune.channel_fraction=0.5",
+            "cluster.enabled=true",
+            "quantize.method=qat",
+            "quantize.qat_epochs=1",
+        ],
+    )
+    try:
+        report = compress(project=str(project.root))
+    finally:
+        project.params_file.write_text(saved)
+    assert ran(report)[0] == "prune"
+    assert json.loads(project.prune_report.read_text())["pruned_weights"] == []
+    assert json.loads(project.cluster_report.read_text())["enabled"]
+    quantized = json.loads(project.quantize_report.read_text())
+    # Clustered but not sparse: tfmot's cluster-preserving scheme, which freezes no zeros.
+    assert quantized["method"] == "qat" and quantized["trials"][0]["scheme"] == "cluster-preserving"
+    shipped, before = report.metrics["evaluate"]["int8_tflite"], first.metrics["evaluate"]["int8_tflite"]
+    assert shipped["param_bytes"] < 0.6 * before["param_bytes"] and shipped["macs"] < before["macs"]
+    assert report.metrics["evaluate"]["pruned"]["macs"] == shipped["macs"] < report.metrics["evaluate"]["float"]["macs"]
+    assert report.gate.passed and report.version is not None and report.version.new
+    metrics = mlflow.MlflowClient(tracking_uri=report.tracking_uri).get_run(report.run_id).data.metrics
+    assert metrics["prune.totals.int8_param_bytes.after"] < metrics["prune.totals.int8_param_bytes.before"]
+    assert metrics["evaluate.int8_tflite.param_bytes"] == shipped["param_bytes"]
+    assert metrics["evaluate.pruned.macs"] == shipped["macs"]
+    changed = registry.diff(report.tracking_uri, MODEL, "1", report.version.version)
+    assert changed["shipped"]["param_bytes"] == [before["param_bytes"], shipped["param_bytes"]]
+    assert changed["params"]["prune.method"] == ["magnitude", "channels"]
