@@ -199,7 +199,8 @@ def print_lineage(name: str, record: dict[str, Any]) -> None:
     out.print(two_columns("data (DVC hashes recorded in the run's dvc.lock)", ("path", "md5"), record["data"].items()))
     if record["gate"]:
         print_gate(record["gate"])
-    shown = {k: f"{v:.6g}" for k, v in record["metrics"].items() if k.startswith(("evaluate.", "prune.sparsity"))}
+    headline = ("evaluate.", "prune.sparsity", "prune.totals.")  # prune.totals: what pruning took off the device
+    shown = {k: f"{v:.6g}" for k, v in record["metrics"].items() if k.startswith(headline)}
     out.print(two_columns("metrics", ("metric", "value"), shown.items()))
     out.print(two_columns("params", ("param", "value"), record["params"].items()))
 
