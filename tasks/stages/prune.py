@@ -66,9 +66,14 @@ def schedule_steps(num_samples: int, batch_size: int, epochs: int, frequency: in
 
 
 def prune_model(
-    model: tf_keras.Model, train: Images, params: PruneParams, batch_size: int, seed: int
+    model: tf_keras.Model,
+    train: Images,
+    params: PruneParams,
+    batch_size: int,
+    seed: int,
+    lr_schedule: str = "constant",
 ) -> tuple[tf_keras.Model, PruneResult]:
-    """Prune every prunable layer to params.final_sparsity while fine-tuning; return it stripped."""
+    """Prune by params.method while fine-tuning: magnitude to params.final_sparsity (stripped), or channels."""
     import tensorflow_model_optimization as tfmot
 
     if not params.enabled:
@@ -76,7 +81,7 @@ def prune_model(
         layers = layer_sparsity(model)
         return model, PruneResult(False, params.method, 0.0, overall_sparsity(model), layers, (), 0)
     if params.method == "channels":
-        return prune_channels_and_fine_tune(model, train, params, batch_size, seed)
+        return prune_channels_and_fine_tune(model, train, params, batch_size, seed, lr_schedule)
 
     end_step, frequency = schedule_steps(len(train), batch_size, params.epochs, params.frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
@@ -131,9 +136,16 @@ def prune_model(
 
 
 def prune_channels_and_fine_tune(
-    model: tf_keras.Model, train: Images, params: PruneParams, batch_size: int, seed: int
+    model: tf_keras.Model, train: Images, params: PruneParams, batch_size: int, seed: int, lr_schedule: str
 ) -> tuple[tf_keras.Model, PruneResult]:
-    """Remove params.channel_fraction of every prunable channel group, then fine-tune for params.epochs."""
+    """Remove params.channel_fraction of every prunable channel group, then fine-tune for params.epochs.
+
+    The fine-tune is a training phase like the train stage's: with `train.lr_schedule: cosine` its
+    rate decays to 0 over its epochs, so it ends on a settled model (tfmot's magnitude ramp keeps
+    its constant rate). Measured on MobileNetV2 (alpha 0.35, 96x96 digits) at fraction 0.5, 10
+    epochs: int8 test accuracy 0.947 at 0.0005 constant, 0.950 at 0.0005 cosine, 0.964 at 0.001
+    constant (its last epochs unsettled), 0.989 at 0.002 cosine, against 0.975 unpruned.
+    """
     # The plan refuses a layer it cannot follow before anything is built or trained.
     plan = plan_channels(model, params.channel_fraction, params.channel_multiple)
     pruned = apply_plan(model, plan)
@@ -145,7 +157,11 @@ def prune_channels_and_fine_tune(
         sum(len(kept) for kept in plan.keep.values()),
     )
     seed_everything(seed)
-    compile_model(pruned, params.learning_rate)
+    rate: float | Any = params.learning_rate
+    if lr_schedule == "cosine":
+        steps = math.ceil(len(train) / batch_size) * params.epochs
+        rate = keras().optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=steps)
+    compile_model(pruned, rate)
     pruned.fit(
         train.batches(batch_size, shuffle_seed=seed),
         epochs=params.epochs,
@@ -255,7 +271,8 @@ def run(layout: Layout, params: Params) -> dict[str, Any]:
     """The prune stage: data/models/pruned.keras, the float model pruned and fine-tuned (wrappers stripped)."""
     fit, _ = images.load_fit_validation(layout, params.data)
     model = load_model(layout.float_model)
-    pruned, result = prune_model(model, fit, params.prune, params.train.batch_size, params.train.seed)
+    train = params.train
+    pruned, result = prune_model(model, fit, params.prune, train.batch_size, train.seed, train.lr_schedule)
     layers, totals = model_cost(model, pruned, fit.head(FOOTPRINT_IMAGES))
     report = {**asdict(result), "channels": layers, "totals": totals}
     save_model(pruned, layout.pruned_model)
