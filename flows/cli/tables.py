@@ -232,9 +232,8 @@ def print_diff(result: dict[str, Any]) -> None:
     """What differs between two versions, section by section."""
     out = console()
     va, vb = result["versions"]
-    shipped = Table(title=f"shipped model: version {va} vs {vb}")
-    for column in ("", f"v{va}", f"v{vb}", f"v{vb} / v{va}"):
-        shipped.add_column(column, justify="left" if not column else "right")
+    columns = ("", f"v{va}", f"v{vb}", f"v{vb} / v{va}")
+    shipped = table(f"shipped model: version {va} vs {vb}", columns, right=columns[1:])
     labels = {
         "accuracy": "accuracy (test split)",
         "param_bytes": "parameter bytes (held by the device)",
@@ -247,7 +246,7 @@ def print_diff(result: dict[str, Any]) -> None:
         ratio = "-" if not left or right is None else f"{right / left:.3f}"
         shipped.add_row(labels.get(figure, figure), _num(left, spec), _num(right, spec), ratio)
     if result.get("shipped"):
-        console.print(shipped)
+        out.print(shipped)
     for section in ("params", "metrics", "data", "code"):
         differences = table(f"{section}: version {va} vs {vb}", ("key", f"v{va}", f"v{vb}"))
         for key, (left, right) in result[section].items():
