@@ -101,8 +101,9 @@ def test_a_samplers_space_is_checked_at_both_ends_of_each_range() -> None:
     space.check_space(PARAMS, space.parse_space(["prune.final_sparsity=0.5:0.9", "train.alpha=0.35,0.5"]))
     with pytest.raises(ParamsError, match=r"final_sparsity.*\(in -S prune\.final_sparsity=0\.5:1\.5\)"):
         space.check_space(PARAMS, space.parse_space(["prune.final_sparsity=0.5:1.5"]))
-    with pytest.raises(ParamsError, match=r"unknown key 'prune\.method'"):
-        space.check_space(PARAMS, space.parse_space(["prune.method=magnitude,channels"]))
+    space.check_space(PARAMS, space.parse_space(["prune.method=magnitude,channels", "prune.channel_fraction=0.3:0.7"]))
+    with pytest.raises(ParamsError, match=r"prune\.method: .*\(got 'filters'\)"):
+        space.check_space(PARAMS, space.parse_space(["prune.method=magnitude,filters"]))
 
 
 def test_one_float_model_per_distinct_data_and_train_settings() -> None:

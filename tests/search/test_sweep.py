@@ -111,7 +111,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     ("args", "message"),
     [
         (["-S", "prune.no_such_knob=1,2"], "unknown key 'prune.no_such_knob'"),
-        (["-S", "prune.method=magnitude,channels"], "unknown key 'prune.method'"),
+        (["-S", "prune.method=magnitude,filters"], "in grid point prune.method=filters"),
         (["-S", "prune.final_sparsity="], "no values"),
         (["-S", "prune.final_sparsity=0.5,1.5"], "in grid point prune.final_sparsity=1.5"),
         (["-S", "gate.min_accuracy=0.5,0.99"], "a sweep cannot vary gate.*"),
