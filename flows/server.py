@@ -43,10 +43,26 @@ def _free_port() -> int:
 
 
 def configured_api() -> str | None:
-    """PREFECT_API_URL from the environment, a .env or the active Prefect profile (imports Prefect)."""
+    """PREFECT_API_URL from the environment, a .env or the active Prefect profile (imports Prefect).
+
+    EdgecompressError for a value that is not an http(s) URL: without its scheme, urllib takes the
+    host for a scheme ("127.0.0.1:4200/api") or raises ValueError ("localhost/api").
+    """
+    from urllib.parse import urlsplit
+
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or None
+    from tasks.errors import clip
+
+    url = PREFECT_API_URL.value() or None
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise EdgecompressError(
+                f"PREFECT_API_URL={clip(url)} is not an http(s) URL; write it as http://HOST:PORT/api "
+                "(e.g. http://127.0.0.1:4200/api), or unset it so that the command starts its own server"
+            )
+    return url
 
 
 class OwnedServer:

@@ -1,5 +1,8 @@
 """Errors a user can fix; the CLI prints them as one line and exits non-zero."""
 
+# What an error quotes of a value it was given: enough to recognise it, never a 100 KB line.
+ECHO_LIMIT = 120
+
 
 class EdgecompressError(Exception):
     """Base class: bad input or environment, explained in the message."""
@@ -15,3 +18,26 @@ class DataError(EdgecompressError):
 
 class StageError(EdgecompressError):
     """A stage cannot run with what it was given."""
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """repr(value) for an error message, cut with an ellipsis (and the full length) when it is long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str | bytes) else ""
+    return f"{text[:limit]}…{size}"
+
+
+def clip(text: object, limit: int = ECHO_LIMIT) -> str:
+    """str(text) for an error message (a path, a URL), cut with an ellipsis when it is long."""
+    shown = str(text)
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(shown)} characters)"
+
+
+def bounded(message: str, limit: int = 1000) -> str:
+    """The message whole, or its start and end around an ellipsis: what one error line may print."""
+    if len(message) <= limit:
+        return message
+    tail = limit // 3
+    return f"{message[: limit - tail]} … {message[-tail:]}"

@@ -1,4 +1,7 @@
-"""Write outputs beside their final place and swap them in whole, so failures leave no half-files."""
+"""Write outputs beside their final place and swap them in whole, so failures leave no half-files.
+
+And check a path from the settings before anything looks at it (check_path_length).
+"""
 
 from __future__ import annotations
 
@@ -88,3 +91,23 @@ def write_csv(final: Path, rows: list[dict[str, Any]], columns: list[str] | None
     writer.writeheader()
     writer.writerows(rows)
     write_text(final, buffer.getvalue())
+
+
+def check_path_length(setting: str, path: Path) -> Path:
+    """`path`, or ParamsError naming the setting when the system refuses it as too long (ENAMETOOLONG).
+
+    pathlib's exists() and is_dir() raise that error rather than answer False, so a 100 KB path in
+    params.yaml would otherwise end in a traceback wherever it is first looked at.
+    """
+    import errno
+
+    from tasks.errors import ParamsError, clip
+
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            size, most = len(os.fsencode(path)), os.pathconf("/", "PC_PATH_MAX")
+            why = f"{size:,} bytes, over {most - 1:,}" if size >= most else "a name in it is too long"
+            raise ParamsError(f"{setting}: the path is too long for this system ({why}): {clip(path, 80)}") from None
+    return path

@@ -9,11 +9,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import ParamsError
+from tasks.errors import ParamsError, clip, echo
 
 PARAMS_FILE = "params.yaml"
 
-_SOURCE = re.compile(r"^(digits|folder:.+|tfds:[\w/.:-]+)$")
+# Patterns are matched whole (re.fullmatch): a `$` would also accept a trailing newline ("cnn\n"),
+# which passes here and breaks whatever reads the value later.
+_SOURCE = re.compile(r"digits|folder:.+|tfds:[\w/.:-]+")
 
 
 class _Section(BaseModel):
@@ -38,8 +40,8 @@ class DataParams(_Section):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        if not _SOURCE.match(value):
-            raise ValueError(f"must be 'digits', 'folder:<path>' or 'tfds:<name>' (got {value!r})")
+        if not _SOURCE.fullmatch(value):
+            raise ValueError(f"must be 'digits', 'folder:<path>' or 'tfds:<name>' (got {echo(value)})")
         return value
 
     @property
@@ -53,7 +55,7 @@ class DataParams(_Section):
         return self.source.split(":", 1)[1] if ":" in self.source else ""
 
 
-_MODEL = re.compile(r"^(cnn|mobilenet_v2|mobilenet_v3_small|file:.+|python:[A-Za-z_][\w.]*:[A-Za-z_]\w*)$")
+_MODEL = re.compile(r"cnn|mobilenet_v2|mobilenet_v3_small|file:.+|python:[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 BUILT_IN_MODELS = ("cnn", "mobilenet_v2", "mobilenet_v3_small")
 
 
@@ -78,10 +80,10 @@ class TrainParams(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if not _MODEL.match(value):
+        if not _MODEL.fullmatch(value):
             raise ValueError(
                 f"must be cnn, mobilenet_v2, mobilenet_v3_small, file:<path> or python:<module>:<function> "
-                f"(got {value!r})"
+                f"(got {echo(value)})"
             )
         return value
 
@@ -89,7 +91,9 @@ class TrainParams(_Section):
     def _consistent(self) -> TrainParams:
         mobilenet = self.model.startswith("mobilenet")
         if self.weights and not mobilenet:
-            raise ValueError(f"weights is for the mobilenet_* backbones; {self.model} brings its own (set it to null)")
+            raise ValueError(
+                f"weights is for the mobilenet_* backbones; {clip(self.model)} brings its own (set it to null)"
+            )
         if self.fine_tune_epochs and not self.weights:
             raise ValueError("fine_tune_epochs needs pretrained weights (train.weights); without them all layers train")
         if self.model in BUILT_IN_MODELS and self.input_scale != "pixels":
@@ -197,11 +201,23 @@ class GateParams(_Section):
     max_edgetpu_off_chip_bytes: int | None = Field(ge=0)
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 class RegistryParams(_Section):
     """Where a passing candidate is registered, and whether it is promoted automatically."""
 
-    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    model_name: str = Field(max_length=200)
     auto_promote: bool
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                f"must start with a letter or digit and hold only letters, digits, '_', '.' and '-' (got {echo(value)})"
+            )
+        return value
 
 
 class RetrainParams(_Section):
@@ -231,7 +247,7 @@ def cron_problem(expression: str) -> str:
     fields = expression.split()
     if len(fields) != 5 or not croniter.is_valid(expression) or any(f.upper() in ("R", "H") for f in fields):
         return (
-            f"{expression!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week), "
+            f"{echo(expression)} is not a 5-field cron expression (minute hour day-of-month month day-of-week), "
             "e.g. '0 3 * * *' for 03:00 every day"
         )
     return ""
@@ -269,7 +285,7 @@ class Params(_Section):
 def _describe(error: ValidationError, origin: str) -> str:
     """One line naming the first offending key and what is allowed."""
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    key = clip(".".join(str(part) for part in first["loc"]))
     if first["type"] == "missing":
         return f"{origin}: missing key '{key}' (every key is required; see the project's params.yaml)"
     if first["type"] == "extra_forbidden":
@@ -284,7 +300,7 @@ def _describe(error: ValidationError, origin: str) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "value_error":  # our own validators already quote the value
         return f"{origin}: {key}: {message}"
-    return f"{origin}: {key}: {message} (got {first.get('input')!r})"
+    return f"{origin}: {key}: {message} (got {echo(first.get('input'))})"
 
 
 def parse_params(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
@@ -320,10 +336,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     key, sep, value = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name or "." in name:
-        raise ParamsError(f"-S {text!r}: expected section.key=value, e.g. prune.final_sparsity=0.6")
+        raise ParamsError(f"-S {echo(text)}: expected section.key=value, e.g. prune.final_sparsity=0.6")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more than 4,300 digits
         parsed = value
     return section, name, parsed
 

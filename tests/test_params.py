@@ -151,3 +151,40 @@ def test_a_rule_between_keys_applies_only_to_the_method_that_reads_them() -> Non
     with pytest.raises(ParamsError, match="must not exceed final_sparsity"):
         repo_params(ramp)
     assert repo_params([*ramp, "prune.method=channels"]).prune.initial_sparsity == 0.95
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.model", "cnn"),
+        ("train.model", "file:mine.keras"),
+        ("train.model", "python:mymodels:build"),
+        ("data.source", "digits"),
+        ("data.source", "folder:/images"),
+        ("data.source", "tfds:mnist"),
+        ("registry.model_name", "edgecompress-digits"),
+    ],
+)
+def test_a_value_with_a_trailing_newline_is_refused(key: str, value: str) -> None:
+    """A pattern ending in `$` also matches before a final newline: "cnn\\n" passed and crashed later."""
+    repo_params([f"{key}={value}"])  # the value itself is fine
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        repo_params([f'{key}="{value}\\n"'])  # YAML's double quotes: the value ends in a newline
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["prune.final_sparsity=" + "9" * 100_000],  # pydantic's own message, with the input
+        ["train.model=" + "x" * 100_000],  # our validator's, with the value
+        ["prune." + "k" * 100_000 + "=1"],  # an unknown key
+        ["x" * 100_000],  # not section.key=value at all
+        ["train.model=file:" + "m" * 100_000, "train.weights=w.h5"],  # a cross-key rule naming train.model
+    ],
+)
+def test_an_error_quotes_a_huge_value_cut_short(overrides: list[str]) -> None:
+    with pytest.raises(ParamsError) as caught:
+        repo_params(overrides)
+    message = str(caught.value)
+    assert len(message) < 400, message[:400]
+    assert "…" in message

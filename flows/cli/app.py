@@ -36,7 +36,10 @@ def fail(message: str) -> NoReturn:
     """
     import os
 
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    from tasks.errors import bounded
+
+    # One line, of a length a terminal shows: a message that quotes a huge value keeps its two ends.
+    typer.secho(f"error: {bounded(' '.join(message.split()))}", fg=typer.colors.RED, err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

@@ -35,9 +35,51 @@ class TrackingError(EdgecompressError):
     """A request to the tracking server or store failed or was refused."""
 
 
+# Stores MLflow keeps runs and a model registry in (its registry's list, less its folder store):
+# a tracking server, a database (a "+driver" suffix allowed), Databricks.
+USABLE_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
 def tracking_uri(root: Path) -> str:
-    """MLFLOW_TRACKING_URI when set, else a SQLite store in the project folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    """MLFLOW_TRACKING_URI when set (and usable, else TrackingError), else a SQLite store in the project folder."""
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
+    if not chosen:
+        return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    check_uri(chosen)
+    return chosen
+
+
+def check_uri(uri: str) -> None:
+    """TrackingError naming MLFLOW_TRACKING_URI when MLflow could not keep runs and models there.
+
+    A value without a scheme is a folder to MLflow, and `file:` its folder store, which MLflow 3
+    refuses with a paragraph about maintenance mode (unless MLFLOW_ALLOW_FILE_STORE=true, its
+    own opt-out, which is respected here too).
+    """
+    from urllib.parse import urlsplit
+
+    from tasks.errors import clip, echo
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower().split("+")[0]
+    folder = scheme in ("", "file")
+    if scheme in ("http", "https"):
+        if parts.netloc:
+            return
+        why = "no host after the scheme"
+    elif scheme in USABLE_SCHEMES:
+        return
+    elif folder:
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true"):
+            return
+        why = "a folder: MLflow's file store, which MLflow 3 refuses"
+    else:
+        why = f"unknown scheme {echo(parts.scheme)}"
+    raise TrackingError(
+        f"MLFLOW_TRACKING_URI={clip(uri)} is not a usable tracking store ({why}); use http(s)://HOST:PORT "
+        "for a tracking server, sqlite:///PATH/mlflow.db for a file, postgresql://... for a database, or "
+        "unset it for the project's own store"
+    )
 
 
 def configure(root: Path) -> str:

@@ -41,3 +41,32 @@ def test_a_store_the_user_chose_is_kept(tmp_path: Path, monkeypatch: pytest.Monk
     assert tracking.configure(project) == chosen
     assert os.environ["MLFLOW_TRACKING_URI"] == chosen
     assert not (project / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("garbage", "a folder"),  # MLflow takes a value without a scheme for a folder
+        ("file:/tmp/mlruns", "a folder"),
+        ("sqlte:///mlflow.db", "unknown scheme 'sqlte'"),
+        ("http://", "no host"),
+    ],
+)
+def test_a_tracking_uri_mlflow_cannot_use_is_named_with_what_would_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, why: str
+) -> None:
+    """Instead of MLflow's paragraph about its file store's maintenance mode, or its list of schemes."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(tracking.TrackingError) as caught:
+        tracking.configure(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"MLFLOW_TRACKING_URI={uri} is not a usable tracking store ({why}"), message
+    assert "http(s)://HOST:PORT" in message and "sqlite:///" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.0.0.1:5000", "https://mlflow.example.com", "postgresql+psycopg2://u@127.0.0.1/mlflow"]
+)
+def test_usable_tracking_uris_pass_the_check(uri: str) -> None:
+    tracking.check_uri(uri)
