@@ -5,7 +5,7 @@
 | `cnn`                         | the built-in Edge TPU friendly CNN (build_model below)               |
 | `mobilenet_v2`                | tf_keras.applications.MobileNetV2 at data.image_size, width alpha    |
 | `mobilenet_v3_small`          | MobileNetV3Small, minimalistic (ReLU, no squeeze-excite: Edge TPU)   |
-| `file:<path>`                 | a user's .keras / .h5 / SavedModel, loaded in Keras' safe mode       |
+| `file:<path>`                 | a user's .keras / .h5 / SavedModel; no code from the file runs       |
 | `python:<module>:<function>`  | function(input_shape, num_classes) -> tf_keras.Model, from the project |
 
 Whatever the source, the model takes raw pixel values (0 to 255) and its normalisation is a layer
@@ -20,12 +20,13 @@ import hashlib
 import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import StageError
+from tasks.errors import StageError, clip, echo
+from tasks.fsutil import check_path_length
 from tasks.params import TrainParams
 from tasks.stages.fit import keras, seed_everything
 
@@ -121,7 +122,7 @@ def _mobilenet(variant: str) -> Callable[[tuple[int, int, int], int, TrainParams
 
 
 def _load_backbone_weights(base: Any, path: Path, variant: str, alpha: float) -> None:
-    if not path.is_file():
+    if not check_path_length("train.weights", path).is_file():
         raise StageError(f"train.weights: {path} does not exist (a local weights file; nothing is downloaded)")
     try:
         base.load_weights(str(path))
@@ -149,15 +150,17 @@ def _file(location: str) -> Callable[[tuple[int, int, int], int, TrainParams, Pa
 
 
 def load_user_model(path: Path) -> tf_keras.Model:
-    """A .keras, .h5 or SavedModel folder, loaded without executing code it carries (Keras' safe mode)."""
+    """A .keras, .h5 or SavedModel folder, loaded without executing code it carries (_refuse_code, safe mode)."""
     k = keras()
-    if not path.exists():
+    if not check_path_length("train.model", path).exists():
         raise StageError(f"train.model: {path} does not exist (expected a .keras or .h5 file or a SavedModel folder)")
     if path.is_file() and path.suffix not in (".keras", ".h5", ".hdf5"):
         raise StageError(f"train.model: {path} is not a .keras or .h5 file or a SavedModel folder")
     _check_format(path)
+    _refuse_code(path)
     try:
-        # safe_mode refuses to deserialise Python lambdas; .h5 and SavedModel carry no code to run.
+        # safe_mode refuses to deserialise Python lambdas in a .keras archive; _refuse_code has read
+        # the configs of the other formats, whose loaders Keras' safe mode does not cover.
         model = k.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as error:  # Keras raises anything from ValueError to TypeError on foreign files
         raise StageError(_load_error(path, error)) from None
@@ -187,15 +190,152 @@ def _check_format(path: Path) -> None:
             raise StageError(f"train.model: {path} could not be loaded as a Keras model (not an HDF5 file)")
 
 
+# The layer class whose config carries Python: marshalled bytecode (or a function it names) that Keras
+# calls when it rebuilds the model.
+_CODE_LAYERS = ("Lambda",)
+# Modules a config may name for Keras to import a class from: Keras' own (tf_keras writes "keras.*";
+# a custom class is written with its own module, or with none when it was registered).
+_KERAS_MODULES = ("keras", "tf_keras")
+
+
+def _refuse_code(path: Path) -> None:
+    """StageError if a model file or SavedModel folder carries Python that loading it would run.
+
+    Keras' safe mode guards only .keras archives: the .h5 and SavedModel loaders rebuild a Lambda
+    layer by unmarshalling the bytecode in its config and calling it. So the configs are read here
+    first, as data, before Keras sees them: the .h5 file's `model_config` attribute (h5py), every
+    Keras object's metadata in a SavedModel (keras_metadata.pb, and saved_model.pb where versions
+    before TF 2.5 kept it; protocol buffers), a .keras archive's config.json. A Lambda layer or a
+    marshalled function is refused, and so is a class that names a module of its own to be
+    imported from (a custom object: its code is the user's to load, in a builder).
+    """
+    if path.is_dir():
+        configs = _saved_model_configs(path)
+    elif path.suffix == ".keras":
+        configs = _keras_configs(path)
+    else:
+        configs = _h5_configs(path)
+    code = next((found for config in configs if (found := _code_in(config))), "")
+    if code:
+        raise StageError(
+            f"train.model: {path} holds {code}, Python code that edgecompress does not run from a model "
+            "file; load the model in your own builder (train.model: python:<module>:<function>) so your "
+            "code is what runs"
+        )
+    custom = next((found for config in configs if (found := _foreign_class(config))), "")
+    if custom:
+        raise StageError(_custom_object(path, custom))
+
+
+def _h5_configs(path: Path) -> list[Any]:
+    """The model config that Keras would rebuild a .h5 model from, as JSON (read with h5py alone)."""
+    import json
+
+    import h5py
+
+    with h5py.File(str(path), "r") as h5:
+        raw = h5.attrs.get("model_config")
+    if raw is None:
+        return []  # weights only: Keras refuses it itself ("No model config found")
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    try:
+        return [json.loads(text)]
+    except ValueError:
+        raise StageError(_not_a_model(path, "its model_config is not JSON")) from None
+
+
+def _keras_configs(path: Path) -> list[Any]:
+    """The config.json of a .keras archive (a zip file), as JSON."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [json.loads(archive.read("config.json"))]
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        raise StageError(_not_a_model(path, "no readable config.json")) from None
+
+
+def _saved_model_configs(path: Path) -> list[Any]:
+    """The metadata of every Keras object in a SavedModel folder, as JSON (read as protocol buffers)."""
+    import json
+
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    texts: list[str] = []
+    keras_metadata = path / "keras_metadata.pb"
+    if keras_metadata.is_file():
+        metadata = saved_metadata_pb2.SavedMetadata()
+        metadata.ParseFromString(keras_metadata.read_bytes())
+        texts.extend(node.metadata for node in metadata.nodes)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    for graph in saved.meta_graphs:
+        for node in graph.object_graph_def.nodes:
+            if node.WhichOneof("kind") == "user_object" and node.user_object.metadata:
+                texts.append(node.user_object.metadata)  # where Keras kept it before TF 2.5
+    configs = []
+    for text in texts:
+        try:
+            configs.append(json.loads(text))
+        except ValueError:
+            raise StageError(_not_a_model(path, "unreadable Keras metadata")) from None
+    return configs
+
+
+def _not_a_model(path: Path, why: str) -> str:
+    return f"train.model: {path} could not be loaded as a Keras model ({why})"
+
+
+def _code_in(config: Any) -> str:
+    """What in a Keras config carries Python bytecode ('' when nothing does)."""
+    for item in _objects(config):
+        name, inner = item.get("class_name"), item.get("config")
+        if name in _CODE_LAYERS:
+            layer = inner.get("name") if isinstance(inner, dict) else None
+            return f"a {name} layer{f' {echo(layer)}' if isinstance(layer, str) else ''}"
+        # Keras marks a function it saved as bytecode "lambda": function_type and output_shape_type
+        # of a Lambda layer, dropout_fn_type and residual_fn_type of the RNN cell wrappers;
+        # __lambda__ is the same in the newer serialization format.
+        if name == "__lambda__" or any(str(key).endswith("_type") and value == "lambda" for key, value in item.items()):
+            return "a marshalled Python function"
+    return ""
+
+
+def _foreign_class(config: Any) -> str:
+    """The first class in a Keras config that names a module other than Keras' to import it from ('' if none)."""
+    for item in _objects(config):
+        module = item.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in _KERAS_MODULES:
+            return str(item.get("class_name") or module)
+    return ""
+
+
+def _objects(config: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping in a JSON config, outermost first."""
+    if isinstance(config, dict):
+        yield config
+        for value in config.values():
+            yield from _objects(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _objects(value)
+
+
+def _custom_object(path: Path, name: str) -> str:
+    return (
+        f"train.model: {path} needs the custom object {echo(name)}, which edgecompress does not import; "
+        "load it in your own builder (train.model: python:<module>:<function>, using "
+        "tf_keras.utils.custom_object_scope) so your code is what runs"
+    )
+
+
 def _load_error(path: Path, error: Exception) -> str:
     text = " ".join(str(error).split())
     unknown = _unknown_class(text)
     if unknown:
-        return (
-            f"train.model: {path} needs the custom object {unknown!r}, which edgecompress does not import; "
-            "load it in your own builder (train.model: python:<module>:<function>, using "
-            "tf_keras.utils.custom_object_scope) so your code is what runs"
-        )
+        return _custom_object(path, unknown)
     if "lambda" in text.lower() and "safe" in text.lower():
         return (
             f"train.model: {path} holds a Python lambda, which safe mode does not execute; "
@@ -204,10 +344,22 @@ def _load_error(path: Path, error: Exception) -> str:
     return f"train.model: {path} could not be loaded as a Keras model ({text[:200]})"
 
 
+# How tf_keras 2.21 says it lacks a class (tests/stages/test_models.py makes each say it): a .keras
+# archive "Cannot deserialize object of type `Doubler`", a .h5 file "Unknown layer: 'mine>Doubler'"
+# (its registered name), the newer serialization "Could not locate class 'Doubler'".
+_UNKNOWN_CLASS = (
+    r"Cannot deserialize object of type `([^`]+)`",
+    r"Unknown (?:layer|object|class|activation|loss|metric|initializer|regularizer|constraint)"
+    r"[^'\"]*['\"]([^'\"]+)['\"]",
+    r"Could not locate (?:class|function) ['\"]([^'\"]+)['\"]",
+)
+
+
 def _unknown_class(text: str) -> str:
+    """The class or function Keras said it does not know, from its error message ('' if it did not say so)."""
     import re
 
-    found = re.search(r"Unknown (?:layer|object|class|activation|loss|metric)[^'\"]*['\"]([\w.]+)['\"]", text)
+    found = next((match for pattern in _UNKNOWN_CLASS if (match := re.search(pattern, text))), None)
     return found.group(1) if found else ""
 
 
@@ -245,6 +397,12 @@ def _python(location: str) -> Callable[[tuple[int, int, int], int, TrainParams, 
         where = f"{module_name}:{function_name}"
         try:
             model = function(input_shape, num_classes)
+        except SystemExit as exit_:
+            # sys.exit() in the user's builder is its failure, not the command's way out.
+            raise StageError(
+                f"train.model: python:{where}{input_shape, num_classes} called sys.exit({echo(exit_.code)}); "
+                "a builder must return a tf_keras.Model (raise an exception to say what is wrong)"
+            ) from None
         except Exception as error:
             raise StageError(
                 f"train.model: python:{where}{input_shape, num_classes} raised {type(error).__name__}: "
@@ -265,10 +423,12 @@ def _builder(root: Path, module_name: str, function_name: str) -> Callable[..., 
         sys.path.insert(0, str(root))  # the user's code lives in the project folder
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:
-        raise StageError(
-            f"train.model: cannot import {module_name!r} from {root} ({type(error).__name__}: {error})"
-        ) from None
+    except (Exception, SystemExit) as error:  # the module's own code runs here, sys.exit() included
+        if isinstance(error, SystemExit):
+            reason = f"sys.exit({echo(error.code)})"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        raise StageError(f"train.model: cannot import {module_name!r} from {root} ({clip(reason, 160)})") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise StageError(f"train.model: {module_name} has no function {function_name!r}")
@@ -328,12 +488,12 @@ def _shape(shape: tuple[Any, ...]) -> str:
 def check_paths(params: TrainParams, root: Path) -> None:
     """The files params name exist (checked before a run starts; loading them waits for the train stage)."""
     kind, _, location = params.model.partition(":")
-    if kind == "file" and not resolve(root, location).exists():
+    if kind == "file" and not check_path_length("train.model", resolve(root, location)).exists():
         raise StageError(
             f"train.model: {resolve(root, location)} does not exist (expected a .keras or .h5 file or a "
             "SavedModel folder)"
         )
-    if params.weights and not resolve(root, params.weights).is_file():
+    if params.weights and not check_path_length("train.weights", resolve(root, params.weights)).is_file():
         raise StageError(
             f"train.weights: {resolve(root, params.weights)} does not exist (a local weights file; "
             "nothing is downloaded)"

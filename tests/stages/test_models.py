@@ -154,6 +154,12 @@ BUILDER = textwrap.dedent(
 
     def not_a_model(input_shape, num_classes):
         return "a model"
+
+
+    def exits(input_shape, num_classes):
+        import sys
+
+        sys.exit(3)
     """
 )
 
@@ -210,6 +216,7 @@ def build_with(layout: Layout, overrides: list[str]) -> models.Built:
         (["train.model=file:fake.keras"], r"fake\.keras could not be loaded as a Keras model"),
         (["train.model=python:mymodels:broken"], r"raised RuntimeError: no GPU here"),
         (["train.model=python:mymodels:not_a_model"], r"returned a str, not a tf_keras\.Model"),
+        (["train.model=python:mymodels:exits"], r"python:mymodels:exits\(\(8, 8, 1\), 10\) called sys\.exit\(3\)"),
         (["train.model=python:mymodels:absent"], r"mymodels has no function 'absent'"),
         (["train.model=python:nomodule:build"], r"cannot import 'nomodule'"),
         (["train.model=mobilenet_v2"], r"needs images of at least 32x32"),
@@ -281,3 +288,54 @@ def test_build_is_seeded(params: Params) -> None:
     first = build_model((8, 8, 1), 10, params.train).get_weights()
     second = build_model((8, 8, 1), 10, params.train).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+# --- a model file runs no code of its own --------------------------------------------------------
+
+
+def save_as(model: Any, path: Path) -> Path:
+    """The model in the format its path names: .h5, .keras, or a SavedModel folder."""
+    if path.suffix in (".h5", ".keras"):
+        model.save(path)
+    else:
+        model.save(path, save_format="tf")
+    return path
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.keras", "saved_model"])
+def test_a_lambda_in_a_model_file_is_refused_and_never_runs(tmp_path: Path, name: str) -> None:
+    """Keras' safe mode covers .keras archives only; a .h5 file or SavedModel ran the lambda on load."""
+    import tf_keras as k
+
+    ran = tmp_path / "the lambda ran"
+    # A real lambda, marshalled into the file with its code; it leaves a file behind when it runs.
+    touch = eval(f"lambda t: (open({str(ran)!r}, 'w').close(), t)[1]")
+    inputs = k.Input((8, 8, 1))
+    x = k.layers.Flatten()(k.layers.Lambda(touch, name="sneaky")(inputs))
+    path = save_as(k.Model(inputs, k.layers.Dense(10, activation="softmax")(x)), tmp_path / name)
+    assert ran.exists()  # building (and tracing for a SavedModel) called it
+    ran.unlink()
+    with pytest.raises(StageError, match=r"holds a Lambda layer 'sneaky', Python code that edgecompress does not run"):
+        models.load_user_model(path)
+    assert not ran.exists()
+
+
+def test_a_custom_layer_without_its_class_gets_the_documented_hint(tmp_path: Path) -> None:
+    """The hint names the class and the builder route, in Keras' own wording for each format."""
+    import tf_keras as k
+
+    @k.utils.register_keras_serializable(package="mine")
+    class Doubler(k.layers.Layer):  # type: ignore[misc]
+        def call(self, inputs: Any) -> Any:
+            return inputs * 2.0
+
+    inputs = k.Input((8, 8, 1))
+    outputs = k.layers.Dense(10, activation="softmax")(k.layers.Flatten()(Doubler()(inputs)))
+    model = k.Model(inputs, outputs)
+    saved = [save_as(model, tmp_path / "model.keras"), save_as(model, tmp_path / "model.h5")]
+    del k.saving.get_custom_objects()["mine>Doubler"]  # loaded where the class is not known, as by a user
+    for path, name in zip(saved, ["Doubler", "mine>Doubler"], strict=True):
+        with pytest.raises(StageError) as caught:
+            models.load_user_model(path)
+        assert str(caught.value).startswith(f"train.model: {path} needs the custom object '{name}'"), caught.value
+        assert "custom_object_scope" in str(caught.value)
