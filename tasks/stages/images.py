@@ -26,7 +26,11 @@ SPLITS = ("train", "test")
 CALIBRATION_SPLIT = "representative"
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The formats tf.io.decode_image reads (TensorFlow 2.21: "One of JPEG, JPEG XL, PNG, GIF, BMP, WebP
+# required"), which is how every stage reads an image; it tells the format by the bytes, not the name.
+# JPEG XL is left out: nothing here can write one to test it. A file with another suffix is not an
+# image here, and prepare names what it left out.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 
 
 # Splits that decode to at most this much are kept in memory after the first pass (tf.data's cache);
@@ -85,7 +89,7 @@ class Images:
         size, channels = self.image_size, self.channels
 
         def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            image = decode_file(path, channels)
             image = tf.image.resize(image, (size, size))  # float32, bilinear; exact when the size is the same
             return tf.ensure_shape(image, (size, size, channels)), label
 
@@ -109,6 +113,64 @@ class Images:
         pixels = [batch for batch in self.batches(256, labels=False).as_numpy_iterator()]
         shape = (0, *self.shape)
         return (np.concatenate(pixels) if pixels else np.zeros(shape, np.float32)), self.labels.copy()
+
+
+def decode_file(path: Any, channels: int) -> Any:
+    """An image file as a uint8 tensor of `channels` channels: how every stage, and prepare's check, decodes it.
+
+    tf.io.decode_image converts PNG and JPEG to one channel itself but refuses to for BMP, GIF and
+    WebP ("channels must be 0 or 3 for GIF"): those are decoded as RGB and made grayscale here.
+    PNG and JPEG go the way they always went, so their pixels do not change.
+    """
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+    if channels == 3:
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+    png = tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n")
+    return tf.cond(
+        tf.logical_or(png, tf.io.is_jpeg(data)),
+        lambda: tf.io.decode_image(data, channels=1, expand_animations=False),
+        lambda: tf.image.rgb_to_grayscale(tf.io.decode_image(data, channels=3, expand_animations=False)),
+    )
+
+
+def first_undecodable(paths: list[Path], channels: int) -> tuple[Path, str] | None:
+    """The first of `paths` that decode_file cannot decode, and TensorFlow's reason; None when all decode.
+
+    Decoded in parallel through tf.data, errors skipped and only indices kept, so checking a folder
+    costs one decode per image; the one that failed is decoded again alone for its reason.
+    """
+    import tensorflow as tf
+
+    if not paths:
+        return None
+    names = [str(path) for path in paths]
+
+    def decodes(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return index, tf.shape(decode_file(path, channels))  # the shape keeps the decode from being pruned
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(names)), names))
+    dataset = dataset.map(decodes, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+    decoded = np.zeros(len(names), dtype=bool)
+    for batch, _ in dataset.batch(1024).as_numpy_iterator():
+        decoded[batch] = True
+    if decoded.all():
+        return None
+    first = paths[int(np.flatnonzero(~decoded)[0])]
+    try:
+        decode_file(str(first), channels)
+    except tf.errors.OpError as error:
+        return first, _op_message(error.message)
+    return first, "TensorFlow could not decode it"
+
+
+def _op_message(text: str) -> str:
+    """TensorFlow's reason without the op's decorations ("{{function_node ...}}", "[Op:DecodeImage]")."""
+    import re
+
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", " ".join(text.split()))
+    return re.sub(r"\s*\[Op:\w+\].*$", "", text)[:200]
 
 
 def entry_kind(path: Path) -> str:
@@ -141,6 +203,15 @@ def list_images(folder: Path) -> list[Path]:
     return images
 
 
+def other_files(folder: Path) -> list[Path]:
+    """Files directly inside folder that are not images by their suffix (dotfiles aside): what is never read."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() not in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    )
+
+
 def load_split(root: Path, split: str, params: DataParams, class_names: tuple[str, ...] | None = None) -> Images:
     """root/<split>/<class>/* as Images, files in sorted order; labels are the sorted class names' indices."""
     split_dir = root / split
@@ -166,11 +237,42 @@ def class_names(layout: Layout, params: DataParams) -> tuple[str, ...]:
 
 
 def holdout(images: Images, fraction: float, seed: int) -> tuple[Images, Images]:
-    """Split off a seeded, class-stratified share of `images` for validation: (rest, held out)."""
+    """Split off a seeded, class-stratified share of `images` for validation: (rest, held out).
+
+    Every class is fitted on, and every class of two images or more gives at least one to
+    validation. scikit-learn's stratified split does that when the classes are large enough (it is
+    the split the bundled digits have always had), but it cannot be drawn at all for a class of one
+    image, or when the share holds fewer images than there are classes; `data.min_images_per_class`
+    allows both. Then each class of n >= 2 images gives round(fraction * n) of them, at least 1 and
+    at most n - 1, and a class of a single image is fitted on only. Either way the seed decides.
+    """
+    import math
+
     from sklearn.model_selection import train_test_split
 
-    rest, held = train_test_split(np.arange(len(images)), test_size=fraction, stratify=images.labels, random_state=seed)
-    return images.subset(np.sort(rest)), images.subset(np.sort(held))
+    labels = images.labels
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    present = counts[counts > 0]
+    held_out = math.ceil(fraction * len(labels))
+    if len(present) and present.min() >= 2 and len(present) <= held_out <= len(labels) - len(present):
+        rest, held = train_test_split(np.arange(len(images)), test_size=fraction, stratify=labels, random_state=seed)
+        fitted = np.bincount(labels[rest], minlength=len(counts))
+        validated = np.bincount(labels[held], minlength=len(counts))
+        if np.all(((fitted >= 1) & (validated >= 1)) | (counts == 0)):
+            return images.subset(np.sort(rest)), images.subset(np.sort(held))
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for label in np.flatnonzero(counts >= 2):
+        members = np.flatnonzero(labels == label)
+        share = min(len(members) - 1, max(1, math.floor(fraction * len(members) + 0.5)))
+        chosen.append(rng.permutation(members)[:share])
+    if not chosen:
+        raise DataError(
+            "data: every training class has a single image, so none can be held out for validation "
+            "(data.validation_fraction); give at least one class a second image"
+        )
+    held = np.sort(np.concatenate(chosen))
+    return images.subset(np.setdiff1d(np.arange(len(images)), held)), images.subset(held)
 
 
 def load_fit_validation(layout: Layout, params: DataParams) -> tuple[Images, Images]:

@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.errors import DataError
-from tasks.fsutil import replace_dir, staging_dir
+from tasks.fsutil import check_path_length, replace_dir, staging_dir
 from tasks.params import DataParams, Params
-from tasks.stages.images import CALIBRATION_SPLIT, SPLITS, class_folders, list_images
+from tasks.stages.images import (
+    CALIBRATION_SPLIT,
+    IMAGE_SUFFIXES,
+    SPLITS,
+    class_folders,
+    first_undecodable,
+    list_images,
+    other_files,
+)
 
 if TYPE_CHECKING:
     from tasks.layout import Layout
@@ -46,7 +54,7 @@ def prepare(params: DataParams, layout: Layout) -> PrepareResult:
     """
     marker = layout.raw / SOURCE_FILE
     if params.kind == "digits" and marker.is_file() and marker.read_text().strip() == "digits":
-        counts = check_image_tree(layout.raw, SPLITS, params.min_images_per_class)
+        counts = check_image_tree(layout.raw, SPLITS, params.min_images_per_class, params.channels)
         drawn = _replace_calibration(layout.raw / "train", layout, params)
     else:
         with staging_dir(layout.raw) as raw:
@@ -56,7 +64,9 @@ def prepare(params: DataParams, layout: Layout) -> PrepareResult:
                 copy_folder(Path(params.location).expanduser(), raw, params)
             else:
                 export_tfds(params.location, raw, params)
-            counts = check_image_tree(raw, SPLITS, params.min_images_per_class)
+            # A folder source was decoded before it was copied, the other sources were written here:
+            # the copy is checked for its layout, not decoded a second time.
+            counts = check_image_tree(raw, SPLITS, params.min_images_per_class, params.channels, decode=False)
             (raw / SOURCE_FILE).write_text(params.source + "\n")
             drawn = _replace_calibration(raw / "train", layout, params)
             replace_dir(raw, layout.raw)
@@ -103,23 +113,23 @@ def export_digits(out: Path, params: DataParams) -> None:
 def check_source(params: DataParams) -> None:
     """A quick look at a folder source before a run starts (the layout and the files, not the pixels)."""
     if params.kind == "folder":
-        source = Path(params.location).expanduser()
+        source = check_path_length("data.source", Path(params.location).expanduser())
         if not source.is_dir():
             raise DataError(
                 f"data.source: folder {source} does not exist "
                 "(expected <folder>/train/<class>/*.png and <folder>/test/<class>/*.png)"
             )
-        check_image_tree(source, SPLITS, params.min_images_per_class, decode=False)
+        check_image_tree(source, SPLITS, params.min_images_per_class, params.channels, decode=False)
 
 
 def copy_folder(source: Path, out: Path, params: DataParams) -> None:
     """Copy a user's <split>/<class>/<image> tree after checking every image decodes."""
-    if not source.is_dir():
+    if not check_path_length("data.source", source).is_dir():
         raise DataError(
             f"data.source: folder {source} does not exist "
             "(expected <folder>/train/<class>/*.png and <folder>/test/<class>/*.png)"
         )
-    check_image_tree(source, SPLITS, params.min_images_per_class)
+    check_image_tree(source, SPLITS, params.min_images_per_class, params.channels)
     # Only the checked images: a stray FIFO or socket beside them would block or break a plain copy.
     for split in SPLITS:
         for class_dir in class_folders(source / split):
@@ -183,19 +193,20 @@ def _first_line(error: BaseException) -> str:
 
 
 def check_image_tree(
-    root: Path, splits: tuple[str, ...], min_per_class: int = 1, decode: bool = True
+    root: Path, splits: tuple[str, ...], min_per_class: int, channels: int, decode: bool = True
 ) -> dict[str, int]:
     """Check root/<split>/<class>/ before anything trains on it; return the image count per split.
 
-    Every image must be a regular file that decodes (a FIFO named *.png would block a reader for
-    ever, a symlink loop never resolves), every class folder must hold images, the splits must
-    have the same classes, at least two of them, and the first split at least `min_per_class`
-    images of each. `decode=False` checks all but the decoding (a quick look before a run starts).
+    Every image must be a regular file (a FIFO named *.png would block a reader for ever, a symlink
+    loop never resolves) that TensorFlow decodes as the stages will, at `channels` channels; every
+    class folder must hold images, the splits must have the same classes, at least two of them,
+    and the first split at least `min_per_class` images of each. Files that are not images by
+    their suffix are left out, and a warning names them. `decode=False` checks all but the
+    decoding (a quick look before a run starts, or a copy of a tree that was checked).
     """
-    from PIL import Image, UnidentifiedImageError
-
     counts: dict[str, int] = {}
     class_sets: dict[str, list[str]] = {}
+    every_image: list[Path] = []
     for split in splits:
         split_dir = root / split
         if not split_dir.is_dir():
@@ -207,23 +218,50 @@ def check_image_tree(
         total = 0
         for class_dir in classes:
             images = list_images(class_dir)
+            skipped = other_files(class_dir)
+            if skipped and decode:
+                log.warning(
+                    "%s: %d file(s) left out, not images (%s): %s",
+                    class_dir,
+                    len(skipped),
+                    " ".join(IMAGE_SUFFIXES),
+                    ", ".join(path.name for path in skipped[:5]) + (", ..." if len(skipped) > 5 else ""),
+                )
             if not images:
-                raise DataError(f"{class_dir}: class folder has no images (.png or .jpg); add some or remove it")
+                raise DataError(
+                    f"{class_dir}: class folder has no images ({' '.join(IMAGE_SUFFIXES)}); add some or remove it"
+                )
             if split == splits[0] and len(images) < min_per_class:
                 raise DataError(
                     f"{class_dir}: {len(images)} image(s), fewer than data.min_images_per_class={min_per_class}; "
                     "add images or lower it"
                 )
-            for image_path in images if decode else []:
-                try:
-                    with Image.open(image_path) as image:
-                        image.load()
-                except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                    raise DataError(f"{image_path}: corrupt or unreadable image ({error}); fix or remove it") from None
+            every_image.extend(images)
             total += len(images)
         counts[split] = total
     check_classes(class_sets)
+    if decode:
+        check_decodes(every_image, channels)
     return counts
+
+
+def check_decodes(paths: list[Path], channels: int) -> None:
+    """Every image decodes with the stages' decoder (images.decode_file), and none is a decompression bomb."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            # Reads the header only. PIL refuses sizes that would take gigabytes decoded (more than
+            # twice Image.MAX_IMAGE_PIXELS), which TensorFlow would try to decode on every pass.
+            Image.open(path).close()
+        except Image.DecompressionBombError as error:
+            raise DataError(f"{path}: too large to decode safely ({error}); shrink or remove it") from None
+        except Exception:  # PIL's opinion of the format does not count: TensorFlow's does, below
+            continue
+    failed = first_undecodable(paths, channels)
+    if failed is not None:
+        path, reason = failed
+        raise DataError(f"{path}: corrupt or unreadable image ({reason}); fix or remove it")
 
 
 def check_classes(class_sets: dict[str, list[str]]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from tasks.errors import DataError
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import images, prepare
@@ -57,3 +59,41 @@ def test_image_size_and_channels_are_applied(layout: Layout) -> None:
         assert image.size == (16, 16) and image.mode == "RGB"
     pixels, _ = images.load_split(layout.raw, "train", params.data).head(4).arrays()
     assert pixels.shape == (4, 16, 16, 3)
+
+
+def labelled(counts: list[int]) -> images.Images:
+    """Images (paths only: nothing is decoded) with counts[c] of class c."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    paths = tuple(f"{label}/{index}.png" for index, label in enumerate(labels))
+    return images.Images(paths, labels, tuple(str(c) for c in range(len(counts))), 8, 1)
+
+
+@pytest.mark.parametrize("counts", [[1, 1, 3], [2] * 10, [5] * 10, [2, 9, 1, 40], [5, 5], [300, 2]])
+def test_the_holdout_copes_with_the_classes_min_images_per_class_allows(counts: list[int]) -> None:
+    """Down to one image per class (data.min_images_per_class: 1), where a stratified split cannot be drawn."""
+    given = labelled(counts)
+    fit, held = images.holdout(given, 0.1, seed=42)
+    assert sorted(fit.paths + held.paths) == sorted(given.paths)
+    fitted, validated = np.bincount(fit.labels, minlength=len(counts)), np.bincount(held.labels, minlength=len(counts))
+    for label, count in enumerate(counts):
+        assert fitted[label] >= 1  # every class is trained on
+        if count >= 2:
+            assert validated[label] >= 1  # and validated on, when it has an image to spare
+    again_fit, again_held = images.holdout(given, 0.1, seed=42)
+    assert again_fit.paths == fit.paths and again_held.paths == held.paths  # seeded
+
+
+def test_the_holdout_is_scikit_learns_where_that_can_be_drawn() -> None:
+    """The default data's split, and so its trained models, stay what they were."""
+    from sklearn.model_selection import train_test_split
+
+    given = labelled([140, 150, 139, 145, 141, 147, 143, 144, 137, 144])
+    fit, held = images.holdout(given, 0.1, seed=42)
+    rest, chosen = train_test_split(np.arange(len(given)), test_size=0.1, stratify=given.labels, random_state=42)
+    assert fit.paths == given.subset(np.sort(rest)).paths and held.paths == given.subset(np.sort(chosen)).paths
+
+
+def test_a_holdout_of_single_images_is_refused_in_one_line() -> None:
+    with pytest.raises(DataError, match=r"every training class has a single image") as caught:
+        images.holdout(labelled([1, 1, 1]), 0.1, seed=42)
+    assert "\n" not in str(caught.value)

@@ -142,3 +142,58 @@ def test_tfds_unknown_dataset(layout: Layout) -> None:
     params = repo_params(["data.source=tfds:no_such_dataset_here"])
     with pytest.raises(DataError, match="tfds:no_such_dataset_here"):
         prepare.prepare(params.data, layout)
+
+
+def test_a_file_pil_reads_and_tensorflow_cannot_is_refused(layout: Layout, tmp_path: Path) -> None:
+    """A TIFF named .png: PIL opens it, the stages' decoder (tf.io.decode_image) does not."""
+    source = make_folder(tmp_path / "mine")
+    tiff = source / "train" / "class_0" / "2.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8), mode="L").save(tiff, format="TIFF")
+    with Image.open(tiff) as image:
+        image.load()  # PIL has no objection
+    prepare_fails(layout, source, match=r"class_0/2\.png: corrupt or unreadable image \(Unknown image file format")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is width x height and holds no pixels: all PIL reads before it decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_named_in_one_line(layout: Layout, tmp_path: Path) -> None:
+    source = make_folder(tmp_path / "mine")
+    (source / "test" / "class_1" / "huge.png").write_bytes(png_header(14_000, 14_000))
+    prepare_fails(layout, source, match=r"class_1/huge\.png: too large to decode safely")
+
+
+def test_every_format_the_decoder_reads_is_an_image(
+    layout: Layout, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BMP, GIF, WebP, JPEG, PNG: counted, copied and read alike; other files are left out with a warning."""
+    source = make_folder(tmp_path / "mine", per_class=2)
+    rng = np.random.default_rng(1)
+    formats = {"bmp": "BMP", "gif": "GIF", "webp": "WEBP", "jpg": "JPEG", "jpeg": "JPEG"}
+    for split in images.SPLITS:
+        for suffix, kind in formats.items():
+            pixels = rng.integers(0, 255, size=(8, 8), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(source / split / "class_1" / f"extra.{suffix}", format=kind)
+    (source / "train" / "class_2" / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(source / "train" / "class_2" / "scan.tif")
+    params = repo_params([f"data.source=folder:{source}", "data.calibration_size=6", "data.min_images_per_class=1"])
+    with caplog.at_level("WARNING", logger="tasks"):
+        result = prepare.prepare(params.data, layout)
+    assert result.images_per_split == {"train": 6 + len(formats), "test": 6 + len(formats)}
+    assert sorted(p.name for p in (layout.raw / "train" / "class_1").iterdir()) == sorted(
+        ["0.png", "1.png", *(f"extra.{suffix}" for suffix in formats)]
+    )
+    assert "class_2: 2 file(s) left out, not images" in caplog.text and "notes.txt, scan.tif" in caplog.text
+    for channels in (1, 3):
+        split = images.load_split(layout.raw, "train", repo_params([f"data.channels={channels}"]).data)
+        pixels, labels = split.arrays()
+        assert pixels.shape == (6 + len(formats), 8, 8, channels) and len(labels) == len(split)
