@@ -80,6 +80,23 @@ def doubled(shape, classes):
     return k.Model(x, k.layers.Dense(classes, activation="softmax")(k.layers.Flatten()(y)))
 """
 
+
+EXITS = b"import sys\n\n\ndef exits(shape, classes):\n    sys.exit(3)\n"
+HUGE = "x" * 100_000  # a value of 100 KB, which an error must not echo whole
+
+
+def tiff_named_png(source: Path) -> None:
+    """An image PIL reads and TensorFlow's decoder (the one the stages use) does not."""
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8), mode="L").save(source / "train/a/0.png", format="TIFF")
+
+
+def decompression_bomb(source: Path) -> None:
+    """A PNG that says it is 14000 x 14000 (196 million pixels, over PIL's limit): its header is enough."""
+    from tests.stages.test_prepare import png_header
+
+    (source / "train/a/huge.png").write_bytes(png_header(14_000, 14_000))
+
+
 CASES: dict[str, Case] = {
     # --- params.yaml and -S -------------------------------------------------------------------
     "sparsity out of range": Case(("run", "-S", "prune.final_sparsity=1.5"), "prune.final_sparsity"),
@@ -90,6 +107,8 @@ CASES: dict[str, Case] = {
     "unknown io dtype": Case(("run", "-S", "quantize.io_dtype=float32"), "quantize.io_dtype"),
     "unknown data source": Case(("run", "-S", "data.source=s3://bucket"), "data.source"),
     "unknown model source": Case(("run", "-S", "train.model=resnet50"), "train.model"),
+    "model with a trailing newline": Case(("run", "-S", 'train.model="cnn\\n"'), "train.model: must be cnn"),
+    "huge value": Case(("run", "-S", f"prune.final_sparsity={HUGE}"), "prune.final_sparsity"),
     "bad cron": Case(("run", "-S", "retrain.cron=a b c d e"), "not a 5-field cron expression"),
     "weights for the cnn": Case(("run", "-S", "train.weights=w.h5"), "weights is for the mobilenet"),
     "cnn with zero epochs": Case(("run", "-S", "train.epochs=0"), "must be trained"),
@@ -139,6 +158,21 @@ CASES: dict[str, Case] = {
         folder(TWO, lambda s: (s / "test/a/0.png").write_bytes(b"not a png")),
         writes_data=True,
     ),
+    "image TensorFlow cannot decode": Case(
+        ("run", "-S", "{source}"),
+        "train/a/0.png: corrupt or unreadable image (Unknown image file format",
+        folder(TWO, tiff_named_png),
+        writes_data=True,
+    ),
+    "decompression bomb": Case(
+        ("run", "-S", "{source}"),
+        "train/a/huge.png: too large to decode safely",
+        folder(TWO, decompression_bomb),
+        writes_data=True,
+    ),
+    "huge folder path": Case(
+        ("run", "-S", f"data.source=folder:/{HUGE}"), "data.source: the path is too long for this system"
+    ),
     # --- models ---------------------------------------------------------------------------------
     "missing model file": Case(("run", "-S", "train.model=file:missing.keras"), "missing.keras does not exist"),
     "missing weights file": Case(
@@ -161,6 +195,16 @@ CASES: dict[str, Case] = {
         "layer 'double' (Lambda): not a layer it knows how to slice; use prune.method: magnitude",
         write("builders.py", LAMBDA_BUILDER),
     ),
+    "builder that calls sys.exit": Case(
+        ("run", "-S", "train.model=python:builders:exits"),
+        "python:builders:exits((8, 8, 1), 10) called sys.exit(3)",
+        write("builders.py", EXITS),
+        writes_data=True,
+    ),
+    "huge model path": Case(
+        ("run", "-S", f"train.model=file:{HUGE}.h5", "-S", "train.epochs=0"),
+        "train.model: the path is too long for this system",
+    ),
     # --- the command line -----------------------------------------------------------------------
     "unknown stage": Case(("stage", "distill"), "unknown stage 'distill'"),
     "no project here": Case(("run", "--project", "/"), "params.yaml: not found"),
@@ -181,6 +225,19 @@ CASES: dict[str, Case] = {
         ("run",),
         "Prefect server http://127.0.0.1:9/api is unreachable",
         env={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+    ),
+    "Prefect URL without a scheme": Case(
+        ("run",),
+        "PREFECT_API_URL=127.0.0.1:4200/api is not an http(s) URL; write it as http://HOST:PORT/api",
+        env={"PREFECT_API_URL": "127.0.0.1:4200/api"},
+    ),
+    "Prefect host without a scheme": Case(
+        ("retrain",), "PREFECT_API_URL=localhost/api is not an http(s) URL", env={"PREFECT_API_URL": "localhost/api"}
+    ),
+    "tracking URI that is no store": Case(
+        ("run",),
+        "MLFLOW_TRACKING_URI=garbage is not a usable tracking store",
+        env={"MLFLOW_TRACKING_URI": "garbage"},
     ),
     "unreachable tracking server on retrain": Case(
         ("retrain",),
@@ -207,6 +264,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(name: str, tmp_path: Path, pre
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr[-3000:]
     assert case.says in errors[0], errors[0]
+    assert len(errors[0]) < 1200, errors[0][:1200]  # one line a terminal can show, whatever the input
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert (root / "params.yaml").read_bytes() == before  # a failed -S is never kept
     assert not (root / "params.yaml.journal").exists()
