@@ -41,3 +41,28 @@ def bounded(message: str, limit: int = 1000) -> str:
         return message
     tail = limit // 3
     return f"{message[: limit - tail]} … {message[-tail:]}"
+
+
+# The file system refusing a write: no space left, a quota, or a file-size limit (ulimit -f).
+_NO_ROOM = ("ENOSPC", "EDQUOT", "EFBIG")
+_NO_ROOM_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def no_room(error: BaseException) -> bool:
+    """Whether `error` is a write the file system refused for lack of room.
+
+    An OSError says so by its errno; TensorFlow's and h5py's own errors carry the operating
+    system's text instead.
+    """
+    import errno
+
+    if isinstance(error, OSError) and error.errno in {getattr(errno, name) for name in _NO_ROOM}:
+        return True
+    return any(text in str(error) for text in _NO_ROOM_TEXT)
+
+
+def no_room_error(error: BaseException, doing: str = "") -> EdgecompressError:
+    """The one line for a write refused for lack of room: while `doing` what, or else the file it was writing."""
+    where = getattr(error, "filename", None)
+    what = f" {doing}" if doing else f" (writing {where})" if where else ""
+    return EdgecompressError(f"no room left on the disk{what}; free some space and run again")

@@ -19,8 +19,11 @@ __all__ = ["app", "edgetpu", "main", "registry", "run", "sweep"]
 
 def main() -> None:
     """Entry point of the `edgecompress` script."""
+    from tasks.bookkeeping.scratch import own_tmp
+
     # `kill -USR1 PID` prints every thread's stack to stderr: what a command that seems stuck is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    own_tmp()  # every temporary file of the command in one folder, removed however the command ends
     app()
 
 

@@ -32,10 +32,13 @@ def fail(message: str) -> NoReturn:
     Everything that matters is closed by then (the MLflow run, Prefect's queues, the server this
     process started). The teardown itself is skipped because a native library can crash in it
     after a failure: h5py's file-object driver, once it failed to open a file, calls back into an
-    interpreter that is gone and takes the exit status with it (a segfault instead of 1).
+    interpreter that is gone and takes the exit status with it (a segfault instead of 1). What the
+    teardown would have removed (TensorFlow's AutoGraph modules, among them) is in the command's own
+    temporary folder, removed here.
     """
     import os
 
+    from tasks.bookkeeping.scratch import remove_own_tmp
     from tasks.errors import bounded
 
     # One line, of a length a terminal shows: a message that quotes a huge value keeps its two ends.
@@ -43,23 +46,28 @@ def fail(message: str) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
+    remove_own_tmp()
     os._exit(1)
 
 
 def checked(call: Callable[[], T]) -> T:
-    """The call's result, or its EdgecompressError as one line and exit status 1."""
-    from tasks.errors import EdgecompressError
+    """The call's result, or its EdgecompressError (or a full disk) as one line and exit status 1."""
+    from tasks.errors import EdgecompressError, no_room, no_room_error
 
     try:
         return call()
     except EdgecompressError as error:
         fail(str(error))
+    except OSError as error:
+        if not no_room(error):
+            raise
+        fail(str(no_room_error(error)))
 
 
 def gated(root: Path, call: Callable[[], T]) -> T:
     """The call's result; its expected error as one line and exit status 1 (a failed gate's table first)."""
     from flows.cli.tables import print_gate
-    from tasks.errors import EdgecompressError
+    from tasks.errors import EdgecompressError, no_room, no_room_error
     from tasks.stages.gate import GateFailed
 
     try:
@@ -68,3 +76,7 @@ def gated(root: Path, call: Callable[[], T]) -> T:
         if isinstance(error, GateFailed):
             print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
         fail(str(error))
+    except OSError as error:
+        if not no_room(error):
+            raise
+        fail(str(no_room_error(error)))

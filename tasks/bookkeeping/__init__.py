@@ -4,6 +4,7 @@
 - versioning.py  DVC and git through their own APIs: status, commit, push, restore
 - journal.py     what a run leaves while it runs (params.yaml.journal, the run record), and the clean-up
 - lock.py        one run of a project at a time
+- scratch.py     a command's temporary files, and what a killed one left of them
 - tracking.py    MLflow: the tracking store, one run per pipeline run, one-line server errors
 - summary.py     markdown summaries of a run for Prefect artifacts
 - timing.py      where a run's seconds went

@@ -513,10 +513,16 @@ def judge(
 
 @contextmanager
 def scratch_folder(layout: Layout) -> Iterator[Path]:
-    """Where the trials work, inside the project (workers must see it), removed afterwards."""
+    """Where the trials work, inside the project (workers must see it), removed afterwards.
+
+    Call it with the project lock held: the next lock holder removes what a killed sweep left here
+    (tasks/bookkeeping/scratch.py).
+    """
+    from tasks.bookkeeping.scratch import SWEEP_PREFIX
+
     tmp = layout.root / ".dvc" / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=tmp))
+    folder = Path(tempfile.mkdtemp(prefix=SWEEP_PREFIX, dir=tmp))
     try:
         yield folder
     finally:
