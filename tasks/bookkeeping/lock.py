@@ -20,13 +20,15 @@ def lock_path(root: Path) -> Path:
 
 
 @contextmanager
-def project_lock(root: Path, wait_s: float) -> Iterator[None]:
+def project_lock(root: Path, wait_s: float) -> Iterator[journal.Recovered]:
     """Hold the project's run lock, waiting up to `wait_s` for another run to finish.
 
     The lock is a singleton per file and re-entrant, so a flow that holds it can call another
     that takes it too (retrain -> compress) in the same process. The operating system drops it
     if the process dies, so a crashed run never blocks the next one; whoever takes the lock first
-    after that cleans up what the dead run left (tasks/bookkeeping/journal.py) before anything else happens.
+    after that cleans up what the dead run left (tasks/bookkeeping/journal.py) before anything else happens,
+    and the block gets what it cleaned up. A block that fails voids what its run registered, as the
+    clean-up after a dead run would (journal.end_run).
     """
     from filelock import FileLock, Timeout
 
@@ -46,12 +48,19 @@ def project_lock(root: Path, wait_s: float) -> Iterator[None]:
             f"waited {wait_s:g} s - try again when it ends, or raise retrain.wait_s"
         ) from None
     outermost = lock.lock_counter == 1
+    began = False
     try:
+        recovered = journal.recover(root) if outermost else journal.Recovered()
         if outermost:
-            journal.recover(root)
             journal.begin_run(root)
-        yield
-    finally:
-        if outermost:
+            began = True
+        yield recovered
+    except BaseException:
+        if began:
+            journal.end_run(root, failed=True)
+        raise
+    else:
+        if began:
             journal.end_run(root)
+    finally:
         lock.release()
