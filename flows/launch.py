@@ -102,6 +102,26 @@ def retrain(root: Path, process_started: float) -> RetrainReport:
         return in_prefect(root, retrain_flow, while_starting=_import_stages)
 
 
+def stage(root: Path, name: str) -> dict[str, Any]:
+    """One stage as `dvc repro` runs it, under the project lock; its summary.
+
+    The lock refuses while a run of the project is on, and cleans up after a dead one first. If a
+    dead run's -S overrides were still in params.yaml, they are undone and the stage refuses: DVC
+    chose what to run from them, so `dvc repro` must decide again.
+    """
+    from tasks.bookkeeping.lock import project_lock
+    from tasks.bookkeeping.plan import run_alone
+    from tasks.errors import EdgecompressError
+
+    with project_lock(root, wait_s=0) as recovered:
+        if recovered.params_restored:
+            raise EdgecompressError(
+                "params.yaml held the -S overrides of a run that did not finish; they are undone now, "
+                "but DVC chose the stages to run from them: run `dvc repro` again"
+            )
+        return run_alone(root, name)
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 

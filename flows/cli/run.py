@@ -107,12 +107,10 @@ def stage(
     project: ProjectOption = Path("."),
 ) -> None:
     """Run one stage without Prefect or DVC bookkeeping (what `dvc repro` calls)."""
-    from tasks.layout import Layout
-    from tasks.params import load_params
     from tasks.stages import STAGES
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if name not in STAGES:
         fail(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
-    layout = Layout(project.resolve())
-    checked(lambda: STAGES[name](layout, load_params(layout.params_file)))
+    root = project.resolve()
+    checked(lambda: launch.stage(root, name))

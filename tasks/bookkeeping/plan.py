@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tasks.bookkeeping import journal
 from tasks.bookkeeping.versioning import changed_stages, record_stage
-from tasks.errors import StageError
+from tasks.errors import StageError, no_room, no_room_error
 from tasks.layout import Layout
 from tasks.params import Params, load_params
 from tasks.stages import OUTSIDE_CHANGES, STAGES
@@ -101,11 +102,28 @@ def run_stage(layout: Layout, params: Params, name: str, plan: Plan) -> StageOut
         log.info("%s: up to date, skipped", name)
         return StageOutcome(name, ran=False, reason="up to date", seconds=time.perf_counter() - started)
     log.info("%s: running (%s)", name, reason)
-    summary = STAGES[name](layout, params)
+    summary = _stage(layout, params, name)
     check_params_unchanged(layout, params, name)
     record_stage(layout.root, name)
     plan.ran()
     return StageOutcome(name, ran=True, reason=reason, seconds=time.perf_counter() - started, summary=summary)
+
+
+def _stage(layout: Layout, params: Params, name: str) -> dict[str, Any]:
+    """The stage's summary; a disk with no room for its outputs is one line (they are staged: nothing is
+    half-written, the previous outputs stay)."""
+    try:
+        return STAGES[name](layout, params)
+    except Exception as error:
+        if no_room(error):
+            raise StageError(str(no_room_error(error, f"in stage {name} (its previous outputs are kept)"))) from None
+        raise
+
+
+def run_alone(root: Path, name: str) -> dict[str, Any]:
+    """One stage without DVC's bookkeeping, as `dvc repro` runs it (DVC records it itself)."""
+    layout = Layout(root)
+    return _stage(layout, load_params(layout.params_file), name)
 
 
 def check_params_unchanged(layout: Layout, params: Params, stage: str) -> None:
