@@ -106,17 +106,48 @@ def code_version(root: Path) -> CodeVersion:
 
 
 def push(root: Path) -> int:
-    """`dvc push` every stage out to the default remote; the number of files sent."""
-    from dvc.exceptions import DvcException
+    """`dvc push` every stage out to the default remote; the number of files sent.
 
+    Any failure is one EdgecompressError, raised promptly: a remote on the network is reached first
+    (DVC would try, and log a traceback for, every file in turn), and DVC's own per-file errors are
+    not logged.
+    """
     with _repo(root) as repo:
         remote = repo.config["core"].get("remote")
         if not remote:
             raise EdgecompressError("dvc push: no default DVC remote; `dvc remote add -d NAME URL` (see README)")
+        url = str(repo.config["remote"].get(remote, {}).get("url", ""))
+        quiet = {name: logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects", "fsspec", "aiohttp")}
+        levels = {name: logger.level for name, logger in quiet.items()}
         try:
+            _reach(url)
+            for logger in quiet.values():
+                logger.setLevel(logging.CRITICAL)
             return int(repo.push())
-        except DvcException as error:
-            raise EdgecompressError(f"dvc push to remote '{remote}' failed: {str(error).splitlines()[0]}") from None
+        except Exception as error:  # DVC's, the file system's or the network's: the push did not happen
+            reason = " ".join(str(error).split())[:240] or type(error).__name__
+            raise EdgecompressError(f"dvc push to remote '{remote}' ({url}) failed: {reason}") from None
+        finally:
+            for name, logger in quiet.items():
+                logger.setLevel(levels[name])
+
+
+def _reach(url: str, timeout: float = 10.0) -> None:
+    """Connect to a remote's host, if it has one: OSError when nothing answers there."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return  # a local path: DVC reports what is wrong with it
+    defaults = {"http": 80, "https": 443, "ssh": 22, "sftp": 22, "webdav": 80, "webdavs": 443}
+    port = parts.port or defaults.get(parts.scheme)
+    if port is None:
+        return  # a cloud store (s3, gs, azure...) is reached through its SDK's own endpoints
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise OSError(f"cannot connect to {parts.hostname}:{port} ({error.strerror or error})") from None
 
 
 def lock_outs(lock: dict[str, Any]) -> list[dict[str, Any]]:

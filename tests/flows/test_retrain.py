@@ -184,3 +184,33 @@ def test_serve_runs_on_schedule_shows_the_project_logs_and_stops_on_ctrl_c(proje
     assert triggered is not None, "".join(lines[:20])
     assert triggered.returncode == 0, triggered.stdout[-2000:] + triggered.stderr[-2000:]
     assert "Created flow run" in triggered.stdout, triggered.stdout[-2000:]
+
+
+@pytest.mark.parametrize("remote", ["unreachable", "dangling"])
+def test_a_failed_push_says_the_version_is_registered(
+    project: Layout, prefect_api: str, tmp_path: Path, remote: str
+) -> None:
+    from dvc.config import Config
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")  # a remote folder on a disk that went away
+    url = {"unreachable": "http://127.0.0.1:9/store", "dangling": str(tmp_path / "dangling" / "store")}[remote]
+    saved = project.params_file.read_text()
+    with Config(dvc_dir=str(project.root / ".dvc")).edit("local") as config:
+        config["remote"]["down"] = {"url": url}
+        config["core"]["remote"] = "down"
+    # A setting only the gate reads: the retrain gates again and re-registers nothing, then pushes.
+    threshold = {"unreachable": "0.51", "dangling": "0.52"}[remote]
+    project.params_file.write_text(saved.replace("min_accuracy: 0.5", f"min_accuracy: {threshold}", 1))
+    try:
+        result = edgecompress("retrain", cwd=project.root, prefect_api=prefect_api)
+    finally:
+        project.params_file.write_text(saved)
+        with Config(dvc_dir=str(project.root / ".dvc")).edit("local") as config:
+            config["core"]["remote"] = "local"
+            del config["remote"]["down"]
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert f"version {versions(project)[-1]} is registered" in errors[0] and "run `dvc push`" in errors[0]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.splitlines()) < 100, result.stderr[-3000:]  # not one line per file DVC tried
