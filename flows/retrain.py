@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from flows.compress import SKIPPED, RunReport, compress, publish, quiet_expected_errors, show_domain_logs
+from flows.server import die_with_parent_process
 from tasks.bookkeeping import summary, tracking, versioning
 from tasks.bookkeeping.lock import project_lock
 from tasks.bookkeeping.plan import pending
@@ -53,6 +54,7 @@ def push(layout: Layout) -> int:
 @flow(name="retrain", log_prints=True)
 def retrain(project: str = ".") -> Any:
     """One scheduled retrain of the project at `project`: skipped in seconds when nothing changed."""
+    die_with_parent_process()  # a run `serve` started goes when `serve` goes
     quiet_expected_errors()
     show_domain_logs()
     layout = Layout(Path(project).resolve())

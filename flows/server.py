@@ -36,6 +36,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def die_with_parent_process() -> None:
+    """In a flow run that Prefect's runner started as a process of its own (`serve`): end with `serve`.
+
+    The runner starts each scheduled run in a multiprocessing child, which a killed `serve` would
+    leave running for minutes (the whole retrain, about 1 GB), holding the project lock. A daemon
+    thread here watches the parent and, when it is gone, kills this process as `kill -9` killed
+    `serve`, so the lock is free within a second and the next command cleans up after the run as
+    after any killed run. Elsewhere (the command's own process, a worker's subprocess) a no-op.
+    """
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+
+    def watch(pid: int) -> None:
+        # The kernel gives an orphan a new parent: polling that needs nothing from multiprocessing's pipes.
+        while os.getppid() == pid:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, args=(parent.pid,), name="die-with-serve", daemon=True).start()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:  # a free port on loopback
         probe.bind(("127.0.0.1", 0))
