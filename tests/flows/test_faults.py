@@ -13,6 +13,7 @@ version was gated under the committed thresholds.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -51,7 +52,8 @@ def run(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def kill_when(layout: Layout, marker: str, *args: str, command: str = "run") -> list[int]:
-    """Start `edgecompress COMMAND ARGS`, kill -9 it when `marker` appears in its log; its children's pids."""
+    """Start `edgecompress COMMAND ARGS`, kill -9 it when a line of its log matches `marker` (a regular
+    expression); its children's pids."""
     process = subprocess.Popen(
         [EDGECOMPRESS, command, *args],
         cwd=layout.root,
@@ -65,9 +67,9 @@ def kill_when(layout: Layout, marker: str, *args: str, command: str = "run") -> 
     deadline = time.monotonic() + 600
     for line in process.stdout:
         seen.append(line)
-        if marker in line or time.monotonic() > deadline:
+        if re.search(marker, line) or time.monotonic() > deadline:
             break
-    assert any(marker in line for line in seen), "".join(seen[-30:])
+    assert any(re.search(marker, line) for line in seen), "".join(seen[-30:])
     children = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -139,7 +141,8 @@ def test_kill_after_registering_before_the_overrides_are_kept(project: Layout) -
     # A new model gated under the loosened gate and registered; the MLflow run has ended and the
     # flow run is over. The kill comes while the command flushes Prefect and stops its server,
     # before it keeps the -S overrides: the version was gated under settings that do not stand.
-    children = kill_when(project, "Finished in state Completed", "-S", "quantize.io_dtype=uint8", "-S", LEAK)
+    flow_run_over = r"Flow run '[^']+' - Finished in state Completed"  # not a task run's
+    children = kill_when(project, flow_run_over, "-S", "quantize.io_dtype=uint8", "-S", LEAK)
     check_recovered(project, children, before)
 
 
@@ -166,7 +169,9 @@ def test_kill_during_a_sweep_leaves_nothing(project: Layout, tmp_path: Path) -> 
     children = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    time.sleep(2)  # Dask's workers leave when their parent is gone
+    gone_by = time.monotonic() + 20  # Dask's workers exit when they see their parent's pipe close
+    while alive(children) and time.monotonic() < gone_by:
+        time.sleep(0.5)
     assert not alive(children), f"processes of the killed sweep still alive: {alive(children)}"
     nothing = subprocess.run([EDGECOMPRESS, "run"], cwd=project.root, capture_output=True, text=True, env=env)
     assert nothing.returncode == 0, nothing.stderr[-3000:]
