@@ -2,7 +2,7 @@
 
 - The command's own temporary folder: everything that asks Python for a temporary file during the
   command (TensorFlow's SavedModels for the converter, AutoGraph's generated modules, MLflow's
-  staging, Dask workers it starts) gets it inside `<temp dir>/edgecompress-<pid>-*`, which goes
+  staging, Dask workers it starts) gets it inside `<temp dir>/edgecompress-tmp-<pid>-*`, which goes
   when the command ends, whichever way it ends (tasks/bookkeeping has no say over the exit path,
   so the command calls `remove_own_tmp` itself when it leaves by `os._exit`). A command killed
   with `kill -9` leaves its folder; the next command removes the folders of processes that are gone.
@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SWEEP_PREFIX = "sweep-"
-_OWN = "edgecompress-"
+_OWN = "edgecompress-tmp-"
 _own: Path | None = None
 
 
