@@ -144,6 +144,11 @@ def test_kill_after_registering_before_the_overrides_are_kept(project: Layout) -
     flow_run_over = r"Flow run '[^']+' - Finished in state Completed"  # not a task run's
     children = kill_when(project, flow_run_over, "-S", "quantize.io_dtype=uint8", "-S", LEAK)
     check_recovered(project, children, before)
+    client = registry.client(f"sqlite:///{project.root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("edgecompress").experiment_id])
+    (dead,) = [r for r in runs if r.data.params.get("gate.max_accuracy_drop") == "0.97" and r.info.status == "FINISHED"]
+    assert dead.data.tags["gate.verdict"] == "passed"  # it had gated, registered and ended when it was killed
+    assert all(version["run_id"] != dead.info.run_id for version in versions(project))
 
 
 def test_kill_during_a_sweep_leaves_nothing(project: Layout, tmp_path: Path) -> None:
