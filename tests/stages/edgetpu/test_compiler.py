@@ -14,7 +14,6 @@ from tasks.stages.edgetpu import (
     ONE_SUBGRAPH,
     EdgeTPUError,
     OperatorRow,
-    agreement,
     compile_model,
     find_compiler,
     format_table,
@@ -154,12 +153,12 @@ def test_compile_model_with_the_test_double(
     ]  # fmt: skip
     assert report.edgetpu_model == out / "static_int8_edgetpu.tflite" and report.edgetpu_model.is_file()
     assert report.log_file == out / "static_int8_edgetpu.log"
-    prediction = preflight(model)
-    assert report.total == prediction.total and report.mapped == prediction.total
+    # The parsing only: the double's verdicts are its own, never evidence about the preflight (whose
+    # agreement with the compiler is asserted against real logs, test_preflight).
+    assert report.total == preflight(model).total and report.mapped == report.total
     assert report.subgraphs == 1 and report.off_chip_bytes == 0
     assert report.on_chip_bytes is not None and report.on_chip_bytes > 0
     assert report.version is not None and re.fullmatch(r"\d+\.\d+\.\d+", report.version)
-    assert agreement(prediction, report).score == 1.0
     assert json.loads(json.dumps(report.to_dict()))["source"] == "compiler"
 
     compile_model(model, out, fake_compiler, min_runtime_version=None, timeout=60)
@@ -174,8 +173,7 @@ def test_compile_model_partial_mapping_with_the_test_double(
     assert report.tpu_operations is not None and report.cpu_operations is not None
     assert report.tpu_operations + report.cpu_operations == report.total
     assert report.tpu_operations == report.mapped < report.total
-    prediction = preflight(converted["leaky_int8"])
-    assert report.mapped_fraction == pytest.approx(prediction.mapped_fraction)
+    assert report.mapped_fraction == pytest.approx(report.mapped / report.total)
 
 
 @pytest.mark.parametrize(
