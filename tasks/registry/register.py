@@ -32,8 +32,9 @@ MODEL_CODE = Path(__file__).with_name("pyfunc.py")
 # ai-edge-litert and NumPy are installed. (tasks/stages/__init__.py imports every stage module: it
 # ships as an empty package marker.)
 INFERENCE_CODE = ("tasks/__init__.py", "tasks/errors.py", "tasks/stages/inference.py")
-# What an account needs on a tracking server with MLflow's basic auth to promote or roll back.
-MOVE_ALIASES = "moving champion needs EDIT on the registered model"
+# What an account needs to promote or roll back on the team's tracking server (`--app-name
+# edgecompress-auth`, tasks/registry/auth.py); {name} is the registered model.
+MOVE_ALIASES = "moving champion needs MANAGE on registered model {name!r}, the release owner's grant"
 
 
 class RegistryError(TrackingError):
@@ -256,7 +257,7 @@ def parse_ref(ref: str, default_model: str) -> tuple[str, str]:
 
 def promote(uri: str, name: str, version: str | None = None) -> Moved:
     """Move `champion` to a gated version (default: the current candidate), keeping the old one as previous."""
-    with server_errors(uri, needs=MOVE_ALIASES):
+    with server_errors(uri, needs=MOVE_ALIASES.format(name=name)):
         mlflow_client = client(uri)
         target = resolve(mlflow_client, name, str(version) if version else CANDIDATE)
         number = str(target.version)
@@ -277,7 +278,7 @@ def promote(uri: str, name: str, version: str | None = None) -> Moved:
 
 def rollback(uri: str, name: str) -> Moved:
     """Swap `champion` and `previous-champion`, so a second rollback undoes the first."""
-    with server_errors(uri, needs=MOVE_ALIASES):
+    with server_errors(uri, needs=MOVE_ALIASES.format(name=name)):
         mlflow_client = client(uri)
         previous = alias_version(mlflow_client, name, PREVIOUS)
         if previous is None:
