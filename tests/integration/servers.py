@@ -1,8 +1,9 @@
 """The team setup's servers, each started as its real program on 127.0.0.1 and stopped again.
 
-PostgreSQL (a throwaway cluster), `mlflow server` on it with proxied artifacts and basic auth,
-`prefect server start` on it, a process work pool with the retrain deployment, `prefect worker
-start`. The integration tests and `benchmarks/worker.py` share these; every start and stop is
+PostgreSQL (a throwaway cluster), `mlflow server` on it with proxied artifacts and the project's
+basic-auth app (`--app-name edgecompress-auth`), `prefect server start` on it, a process work pool
+with the retrain deployment, `prefect worker start`. The integration tests and `benchmarks/worker.py`
+share these; every start and stop is
 announced, so a log shows which server was up when.
 """
 
@@ -26,7 +27,7 @@ import urllib.request
 from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
@@ -238,6 +239,10 @@ class Postgres:
 class Accounts:
     """MLflow basic-auth accounts: an admin, the pipeline (registers), a release owner and a reader."""
 
+    # README "Scaling out", step 3: what each account holds on the registered model (the admin
+    # creates it; everyone reads by default_permission).
+    GRANTS: ClassVar[dict[str, str]] = {"pipeline": "EDIT", "release": "MANAGE"}
+
     def __init__(self) -> None:
         self.passwords = {name: secrets.token_urlsafe(18) for name in ("admin", "pipeline", "release", "reader")}
 
@@ -250,7 +255,7 @@ class Accounts:
 
 
 class MlflowServer:
-    """`mlflow server` on PostgreSQL with basic auth; artifacts proxied from a folder (mlflow-artifacts: URIs)."""
+    """`mlflow server` on PostgreSQL with edgecompress's basic-auth app; artifacts proxied from a folder."""
 
     def __init__(self, postgres: Postgres, folder: Path, accounts: Accounts) -> None:
         self.postgres, self.folder, self.accounts = postgres, folder, accounts
@@ -288,7 +293,7 @@ class MlflowServer:
             "--workers",
             "1",
             "--app-name",
-            "basic-auth",
+            "edgecompress-auth",  # MLflow's basic auth; only MANAGE moves champion (tasks/registry/auth.py)
         ]
         env = {
             **os.environ,
@@ -307,8 +312,9 @@ class MlflowServer:
         wait_until_up(self.program, f"{self.url}/health", timeout)
         say(f"MLflow server: started on {self.url} in {time.monotonic() - started:.1f} s (PostgreSQL, basic auth)")
 
-    def create_users(self) -> None:
-        """The pipeline, release and reader accounts (default permission READ for everyone)."""
+    def create_accounts(self, model: str) -> None:
+        """README "Scaling out", step 3: the pipeline, release and reader accounts (READ for everyone by
+        default), the registered model created by the admin, EDIT on it for the pipeline, MANAGE for release."""
         admin = self.accounts.auth("admin")
         for name in ("pipeline", "release", "reader"):
             http_json(
@@ -316,7 +322,11 @@ class MlflowServer:
                 {"username": name, "password": self.accounts.passwords[name]},
                 auth=admin,
             )
-        say("MLflow server: accounts pipeline, release, reader created")
+        http_json(f"{self.url}/api/2.0/mlflow/registered-models/create", {"name": model}, auth=admin)
+        for name, permission in Accounts.GRANTS.items():
+            self.grant_model(model, name, permission)
+        grants = ", ".join(f"{name} {permission}" for name, permission in Accounts.GRANTS.items())
+        say(f"MLflow server: accounts pipeline, release, reader; registered model {model} ({grants})")
 
     def grant_model(self, model: str, username: str, permission: str) -> None:
         http_json(
@@ -487,7 +497,10 @@ class TeamSetup:
     """
 
     def __init__(self, folder: Path, project: Path, bin_dir: Path) -> None:
+        from tasks.params import load_params
+
         self.folder, self.project = folder, project
+        self.model = load_params(project / "params.yaml").registry.model_name
         self.postgres = Postgres(bin_dir)
         self.accounts = Accounts()
         self.mlflow = MlflowServer(self.postgres, folder, self.accounts)
@@ -520,6 +533,12 @@ class TeamSetup:
             except BaseException as error:
                 errors.append(error)
 
+        def accounts() -> None:
+            try:
+                self.mlflow.create_accounts(self.model)
+            except BaseException as error:
+                errors.append(error)
+
         threads = [threading.Thread(target=start, args=(server,)) for server in (self.mlflow, self.prefect)]
         for thread in threads:
             thread.start()
@@ -527,7 +546,7 @@ class TeamSetup:
             thread.join()
         if errors:
             raise errors[0]
-        users = threading.Thread(target=self.mlflow.create_users)
+        users = threading.Thread(target=accounts)  # beside the pool, the deployment and the workers
         users.start()
         env = self.env()
         prefect_cli("work-pool", "create", POOL, "--type", "process", env=env)
@@ -542,6 +561,8 @@ class TeamSetup:
         for program in self.workers.values():
             wait_worker(program)
         users.join()
+        if errors:
+            raise errors[0]
 
     def stop(self) -> None:
         """Workers (side by side), then the servers, then the database; each stop announced."""

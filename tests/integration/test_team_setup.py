@@ -1,9 +1,10 @@
 """The README's "Scaling out", run for real: deployment runs on workers, a PostgreSQL-backed registry, serving.
 
 One story, in order: a first deployment run registers version 1; two runs at once make one
-version; the release owner promotes and rolls back; a reader reads but may not promote; the
-champion is served; the Prefect UI shows the run and its gate; then each server goes away in
-the middle of a run, and the next run after it is back registers normally.
+version; the release owner promotes and rolls back; the pipeline's account, which registers, may
+not move champion; a reader reads but may not promote; the champion is served; the Prefect UI
+shows the run and its gate; then each server goes away in the middle of a run, and the next run
+after it is back registers normally.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -260,7 +262,6 @@ def test_two_runs_at_once_make_one_version(team: TeamSetup, first_run: dict[str,
 
 
 def test_release_owner_promotes_and_rolls_back_on_the_server(team: TeamSetup) -> None:
-    team.mlflow.grant_model(MODEL, "release", "EDIT")
     first = edgecompress(team, "release", "promote", "--version", "1")
     assert first.returncode == 0, first.stderr[-2000:]
     assert "version 1 is now champion" in first.stdout
@@ -275,6 +276,48 @@ def test_release_owner_promotes_and_rolls_back_on_the_server(team: TeamSetup) ->
     rows = {row["version"]: row for row in json.loads(history.stdout)}
     assert rows[1]["aliases"] == ["champion"] and rows[1]["gate"] == "passed"
     assert set(rows[2]["aliases"]) == {"candidate", "previous-champion"}
+
+
+def test_pipeline_registers_but_may_not_move_champion(team: TeamSetup) -> None:
+    """The workers' account (EDIT on the model) registered every version and moved `candidate` in the runs
+    above; the server refuses it `champion` and `previous-champion` by every route that moves them."""
+    before, registered = aliases(team), versions(team)
+    assert before == {"candidate": 2, "champion": 1, "previous-champion": 2} and registered == [1, 2]
+    for args in (["promote"], ["rollback"]):
+        line = one_line_error(edgecompress(team, "pipeline", *args))
+        assert team.mlflow.url in line and "'pipeline'" in line and "permission denied" in line, line
+        assert f"MANAGE on registered model '{MODEL}'" in line, line
+    assert aliases(team) == before
+    # The REST routes MLflow's client and its UI (ajax-api) use, as any client could call them. The
+    # release rule refuses what MLflow's EDIT allows: setting a release alias, renaming the model.
+    pipeline = team.accounts.auth("pipeline")
+    alias = "/mlflow/registered-models/alias"
+    by_release_rule = [
+        ("POST", f"/api/2.0{alias}", {"name": MODEL, "alias": "champion", "version": "2"}),
+        ("POST", f"/ajax-api/2.0{alias}", {"name": MODEL, "alias": "Champion", "version": "2"}),
+        ("POST", f"/api/2.0{alias}", {"name": MODEL, "alias": "previous-champion", "version": "1"}),
+        # A rename would carry champion away and free the name for a model the pipeline creates (and manages).
+        ("POST", "/api/2.0/mlflow/registered-models/rename", {"name": MODEL, "new_name": f"{MODEL}-moved"}),
+    ]
+    # MLflow's own rules already ask MANAGE for these: deleting the alias, the champion's version, the model.
+    by_mlflow = [
+        ("DELETE", f"/api/2.0{alias}", {"name": MODEL, "alias": "champion"}),
+        ("DELETE", "/api/2.0/mlflow/model-versions/delete", {"name": MODEL, "version": "1"}),
+        ("DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": MODEL}),
+    ]
+    for method, path, body in by_release_rule + by_mlflow:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            servers.http_json(f"{team.mlflow.url}{path}", body, auth=pipeline, method=method)
+        assert refused.value.code == 403, (method, path, body)
+        text = refused.value.read().decode()
+        if (method, path, body) in by_release_rule:
+            assert "needs MANAGE on registered model" in text, (method, path, text)
+    assert aliases(team) == before and versions(team) == registered
+    # EDIT still moves `candidate`, by the same route.
+    for version in ("1", "2"):
+        body = {"name": MODEL, "alias": "candidate", "version": version}
+        servers.http_json(f"{team.mlflow.url}/api/2.0{alias}", body, auth=pipeline)
+        assert aliases(team)["candidate"] == int(version)
 
 
 def test_reader_reads_and_loads_but_may_not_move_champion(team: TeamSetup) -> None:
