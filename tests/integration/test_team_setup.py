@@ -320,6 +320,32 @@ def test_pipeline_registers_but_may_not_move_champion(team: TeamSetup) -> None:
         assert aliases(team)["candidate"] == int(version)
 
 
+def test_a_model_the_pipeline_created_is_handed_over_by_revoke_then_grant(team: TeamSetup) -> None:
+    """README "Scaling out", step 3: the pipeline ran before the admin created the model, so it holds MANAGE
+    as its creator; a second grant is refused, the revoke and then the grant of EDIT take release from it."""
+    model, url = f"{MODEL}-handover", team.mlflow.url
+    pipeline, admin = team.accounts.auth("pipeline"), team.accounts.auth("admin")
+
+    def held() -> str:
+        query = f"username=pipeline&resource_type=registered_model&resource_id={model}"
+        return servers.http_json(f"{url}/api/3.0/mlflow/users/permissions/get?{query}", auth=admin)["permission"]
+
+    servers.http_json(f"{url}/api/2.0/mlflow/registered-models/create", {"name": model}, auth=pipeline)
+    assert held() == "MANAGE"
+    with pytest.raises(urllib.error.HTTPError) as twice:
+        team.mlflow.grant_model(model, "pipeline", "EDIT")
+    assert "RESOURCE_ALREADY_EXISTS" in twice.value.read().decode()
+    grant = {"username": "pipeline", "resource_type": "registered_model", "resource_id": model}
+    servers.http_json(f"{url}/api/3.0/mlflow/users/permissions/revoke", grant, auth=admin)
+    team.mlflow.grant_model(model, "pipeline", "EDIT")
+    assert held() == "EDIT"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        body = {"name": model, "alias": "champion", "version": "1"}
+        servers.http_json(f"{url}/api/2.0/mlflow/registered-models/alias", body, auth=pipeline)
+    assert refused.value.code == 403 and "needs MANAGE" in refused.value.read().decode()
+    servers.http_json(f"{url}/api/2.0/mlflow/registered-models/delete", {"name": model}, auth=admin, method="DELETE")
+
+
 def test_reader_reads_and_loads_but_may_not_move_champion(team: TeamSetup) -> None:
     import mlflow
 
