@@ -44,8 +44,7 @@ SECOND_RUN = textwrap.dedent(
 
     import tasks
     from tasks.layout import Layout
-    from tasks.stages import STAGES, images
-from tasks.stages.fit import load_model
+    from tasks.stages import STAGES
     from tests.conftest import repo_params
 
     layout, params = Layout(Path(sys.argv[1])), repo_params()
