@@ -31,7 +31,7 @@ def quantized(trained: tuple[Layout, Params]) -> tuple[Layout, Params]:
     """The trained folder with its float and int8 .tflite (quantize runs once if no test made them yet)."""
     layout, params = trained
     if not layout.int8_tflite.is_file() or not layout.float_tflite.is_file():
-        quantize(layout, params)
+        quantize.run(layout, params)
     return layout, params
 
 
