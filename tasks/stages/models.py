@@ -364,29 +364,115 @@ def _unknown_class(text: str) -> str:
 
 
 def with_input_scale(model: tf_keras.Model, input_scale: str) -> tf_keras.Model:
-    """The model with the Rescaling layer in front that makes it take pixels (unchanged for 'pixels').
+    """The model flat, with the Rescaling layer in front that makes it take pixels (as given for 'pixels').
 
-    The model's layers are re-applied to the new input rather than nested in a new model, because
-    tfmot prunes and quantizes flat models only.
+    tfmot prunes and quantizes flat models only, so the model is rebuilt layer by layer on the new
+    input: a fresh copy of each layer, called in the graph's own order on the tensors its inputs map
+    to, given the original's weights, and the layers of a nested model (a Sequential or functional
+    model used as a layer) called in place of the nested model. A model that is already flat and
+    takes pixels is returned as it is. Nothing here can wait on anything: Keras' own
+    `clone_model(..., input_tensors=...)` never returns on a functional model in tf_keras 2.21.
     """
     k = keras()
     rescale = INPUT_SCALES[input_scale]
-    if rescale is None:
+    nested = any(isinstance(layer, k.Model) for layer in model.layers)
+    if rescale is None and not nested:
         return model
-    inputs = k.Input(shape=model.input_shape[1:], name="image")
-    scaled = k.layers.Rescaling(rescale[0], offset=rescale[1], name="rescale")(inputs)
-    if isinstance(model, k.Sequential):
-        # clone_model cannot put a Sequential model on a tensor that is not an Input: chain a
-        # clone's layers instead, which gives the same flat functional model.
-        clone = k.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        outputs = scaled
-        for layer in clone.layers:
-            outputs = layer(outputs)
-        return k.Model(inputs, outputs, name=model.name)
-    clone = k.models.clone_model(model, input_tensors=scaled)
-    clone.set_weights(model.get_weights())
-    return k.Model(inputs, clone.outputs, name=model.name)
+    if not getattr(model, "_is_graph_network", False) and not isinstance(model, k.Sequential):
+        raise StageError(_subclassed(model))
+    if len(model.inputs) != 1:
+        return model  # a model of several inputs is refused by check_fits, by name
+    taken: set[str] = set()  # names of the new model's layers
+    names = _layer_names(model)
+    inputs = k.Input(shape=model.input_shape[1:], name=_unique("image", names))
+    taken.add(inputs.name)
+    x = inputs
+    if rescale is not None:
+        layer = k.layers.Rescaling(rescale[0], offset=rescale[1], name=_unique("rescale", names))
+        taken.add(layer.name)
+        x = layer(x)
+    outputs = _call_layers(model, [x], _Copies(taken))
+    return k.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _subclassed(model: Any) -> str:
+    return (
+        f"train.input_scale: {model.name} is a subclassed Keras model, which cannot be rebuilt on a new input; "
+        "save it as a functional or Sequential model, or put the scaling inside it and set train.input_scale: pixels"
+    )
+
+
+def _layer_names(model: Any) -> set[str]:
+    """Every layer name in the model, nested models' layers included."""
+    names = set()
+    for layer in model.layers:
+        names.add(layer.name)
+        if isinstance(layer, keras().Model):
+            names |= _layer_names(layer)
+    return names
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """`name`, or name_1, name_2, ... when it is taken."""
+    candidate, number = name, 0
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}_{number}"
+    return candidate
+
+
+class _Copies:
+    """One fresh copy per original layer (a layer shared by two calls stays shared), names unique."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+        self.copies: dict[int, Any] = {}
+
+    def call(self, layer: Any, args: Any, kwargs: Any) -> Any:
+        copy = self.copies.get(id(layer))
+        if copy is not None:
+            return copy(*args, **kwargs)
+        config = layer.get_config()
+        config["name"] = _unique(layer.name, self.taken)
+        self.taken.add(config["name"])
+        copy = layer.__class__.from_config(config)
+        outputs = copy(*args, **kwargs)  # builds the copy's weights
+        copy.set_weights(layer.get_weights())
+        self.copies[id(layer)] = copy
+        return outputs
+
+
+def _call_layers(model: Any, tensors: list[Any], copies: _Copies) -> list[Any]:
+    """The model's outputs computed by copies of its layers on `tensors` (one per model input)."""
+    import tensorflow as tf
+
+    k = keras()
+    if not getattr(model, "_is_graph_network", False):
+        if isinstance(model, k.Sequential):  # a Sequential never built on an input: its layers in order
+            x = tensors[0]
+            for layer in model.layers:
+                x = _call_layers(layer, [x], copies)[0] if isinstance(layer, k.Model) else copies.call(layer, (x,), {})
+            return [x]
+        raise StageError(_subclassed(model))
+    # Keras' functional graph: every call of a layer is a node, grouped by depth (inputs deepest),
+    # what Keras' own Functional._run_internal_graph walks.
+    mapped = {id(old): new for old, new in zip(model.inputs, tensors, strict=True)}
+
+    def swap(value: Any) -> Any:
+        return mapped.get(id(value), value)
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            if isinstance(node.layer, k.Model):
+                outputs: Any = _call_layers(node.layer, [swap(t) for t in node.keras_inputs], copies)
+            else:
+                args, kwargs = tf.nest.map_structure(swap, (node.call_args, node.call_kwargs))
+                outputs = copies.call(node.layer, args, kwargs)
+            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs), strict=True):
+                mapped[id(old)] = new
+    return [mapped[id(t)] for t in model.outputs]
 
 
 def _python(location: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from tasks.params import Params, load_params
 from tasks.stages import images, models, prepare
 from tasks.stages.models import build_model
 from tests.conftest import EDGECOMPRESS, LOOSE_GATE, QUICK, TINY, make_project
+
+T = TypeVar("T")
 
 # Fully mapped, or the run fails: the one gate check these tests are about besides registration.
 MAPPED = ["gate.min_edgetpu_mapped_fraction=1.0", "gate.max_edgetpu_subgraphs=1"]
@@ -339,3 +342,118 @@ def test_a_custom_layer_without_its_class_gets_the_documented_hint(tmp_path: Pat
             models.load_user_model(path)
         assert str(caught.value).startswith(f"train.model: {path} needs the custom object '{name}'"), caught.value
         assert "custom_object_scope" in str(caught.value)
+
+
+# --- train.input_scale: a Rescaling layer in front of any model the README admits, flat ----------
+
+
+def returns_within(seconds: float, call: Callable[[], T]) -> T:
+    """call()'s result; fails the test (instead of hanging it) when it has not returned after `seconds`."""
+    result: list[T] = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"did not return within {seconds} s"
+    return result[0]
+
+
+def with_random_weights(model: Any) -> Any:
+    """The model with every weight drawn at random (batch-norm variances positive), so that copying them shows."""
+    rng = np.random.default_rng(7)
+    model.set_weights(
+        [
+            rng.uniform(0.5, 1.5, w.shape) if "variance" in w.name else rng.normal(0.0, 0.5, w.shape)
+            for w in model.weights
+        ]
+    )
+    return model
+
+
+def branching(name: str = "branching") -> Any:
+    """Functional, with what held-out models have: residual Add, Concatenate, batch norm, depthwise, a shared layer."""
+    import tf_keras as k
+
+    inputs = k.Input(shape=(8, 8, 1))
+    x = k.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = k.layers.BatchNormalization()(x)
+    a = k.layers.ReLU(6.0)(x)
+    b = k.layers.DepthwiseConv2D(3, padding="same")(a)
+    b = k.layers.BatchNormalization()(b)
+    x = k.layers.Add()([a, b])
+    shared = k.layers.Conv2D(8, 1, padding="same")
+    x = k.layers.Concatenate()([shared(x), shared(a)])
+    x = k.layers.GlobalAveragePooling2D()(x)
+    return k.Model(inputs, k.layers.Dense(10)(x), name=name)
+
+
+def nested() -> Any:
+    """A functional model that calls a functional model and a Sequential one as layers."""
+    import tf_keras as k
+
+    head = k.Sequential([k.Input(shape=(10,)), k.layers.Dense(10, name="dense"), k.layers.Softmax()], name="head")
+    inputs = k.Input(shape=(8, 8, 1))
+    return k.Model(inputs, head(branching("body")(inputs)), name="nested")
+
+
+def sequential() -> Any:
+    import tf_keras as k
+
+    return k.Sequential(
+        [
+            k.Input(shape=(8, 8, 1)),
+            k.layers.Conv2D(4, 3),
+            k.layers.BatchNormalization(),
+            k.layers.Flatten(),
+            k.layers.Dense(10),
+        ]
+    )
+
+
+@pytest.mark.parametrize("make", [branching, nested, sequential])
+@pytest.mark.parametrize("scale", ["unit", "symmetric"])
+def test_input_scale_rebuilds_any_model_flat_and_equal(make: Callable[[], Any], scale: str) -> None:
+    import tf_keras as k
+
+    model = with_random_weights(make())
+    scaled = returns_within(60, lambda: models.with_input_scale(model, scale))
+    kinds = [type(layer).__name__ for layer in scaled.layers]
+    assert kinds[:2] == ["InputLayer", "Rescaling"]
+    assert not any(isinstance(layer, k.Model) for layer in scaled.layers)  # flat: tfmot can prune and quantize it
+    assert scaled.count_params() == model.count_params()  # the shared layer stays one layer
+    pixels = np.random.default_rng(0).uniform(0, 255, (6, 8, 8, 1)).astype(np.float32)
+    factor, offset = models.INPUT_SCALES[scale] or (1.0, 0.0)
+    expected = model.predict(pixels * factor + offset, verbose=0)
+    np.testing.assert_allclose(scaled.predict(pixels, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pixels_flattens_a_nested_model_and_keeps_a_flat_one() -> None:
+    import tf_keras as k
+
+    model = with_random_weights(nested())
+    flat = returns_within(60, lambda: models.with_input_scale(model, "pixels"))
+    assert not any(isinstance(layer, k.Model) for layer in flat.layers)
+    assert "Rescaling" not in [type(layer).__name__ for layer in flat.layers]
+    pixels = np.random.default_rng(0).uniform(0, 255, (6, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(flat.predict(pixels, verbose=0), model.predict(pixels, verbose=0), rtol=1e-5, atol=1e-5)
+    already = branching()
+    assert models.with_input_scale(already, "pixels") is already
+
+
+def test_a_subclassed_model_cannot_be_rescaled_and_says_so() -> None:
+    import tf_keras as k
+
+    class Mine(k.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = k.layers.Dense(10)
+
+        def call(self, inputs: Any) -> Any:
+            return self.dense(k.layers.Flatten()(inputs))
+
+    model = Mine()
+    model.build((None, 8, 8, 1))
+    inputs = k.Input(shape=(8, 8, 1))
+    wrapper = k.Model(inputs, model(inputs))  # a functional model around a subclassed one
+    with pytest.raises(StageError, match=r"subclassed Keras model.*train\.input_scale: pixels") as caught:
+        models.with_input_scale(wrapper, "unit")
+    assert "\n" not in str(caught.value)
