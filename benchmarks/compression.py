@@ -273,27 +273,36 @@ def measure_variants(
 
 
 def raw_predict(path: Path, inputs: np.ndarray, batch_size: int) -> Callable[[], np.ndarray]:
-    """The same batching as TFLiteModel.predict written straight on the interpreter, inputs pre-quantized."""
+    """The same batching as TFLiteModel.predict written straight on the interpreter, inputs pre-quantized.
+
+    A model with a fixed batch (quantize.batch_size) takes that many inputs per invocation, as in
+    TFLiteModel; a dynamic one is resized to `batch_size`.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=1)
-    input_index = interpreter.get_input_details()[0]["index"]
+    details = interpreter.get_input_details()[0]
+    input_index = details["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     interpreter.allocate_tensors()
     features = list(inputs.shape[1:])
+    fixed = int(details["shape_signature"][0]) != -1
+    step = int(details["shape"][0]) if fixed else batch_size
 
     def run() -> np.ndarray:
         outputs, current = [], -1
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            if len(chunk) != current:
+        for start in range(0, len(inputs), step):
+            chunk = inputs[start : start + step]
+            if fixed and len(chunk) < step:  # padded, as TFLiteModel pads it
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *features), chunk.dtype)])
+            elif not fixed and len(chunk) != current:
                 interpreter.resize_tensor_input(input_index, [len(chunk), *features])
                 interpreter.allocate_tensors()
                 current = len(chunk)
             interpreter.set_tensor(input_index, chunk)
             interpreter.invoke()
             outputs.append(interpreter.get_tensor(output_index))
-        return np.concatenate(outputs)
+        return np.concatenate(outputs)[: len(inputs)]
 
     return run
 
@@ -369,7 +378,7 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
     """The default model's variants, and the Keras-vs-TFLite comparison on it."""
     from tasks.stages import images
     from tasks.stages.fit import load_model
-    from tasks.stages.quantize import qat_model, qat_tflite, to_ptq_tflite
+    from tasks.stages.quantize import qat_model, qat_tflite, to_float_tflite, to_ptq_tflite
 
     layout, params, source = default_models(project, workdir, config.quick)
     test_x, test_y = images.load_test(layout, params.data).arrays()  # the digits' test split: small
@@ -382,8 +391,8 @@ def default_benchmark(project: Path, workdir: Path, config: Config) -> tuple[dic
         "pruned_int8": to_ptq_tflite(pruned_model, calibration, _ptq("int8", params.quantize)),
         "pruned_clustered_int8": to_ptq_tflite(clustered_model, calibration, _ptq("int8", params.quantize)),
     }
-    float_tflite, conversion = conversion_seconds(float_model)  # after those: TensorFlow is warm
-    made = {"float": float_tflite, **quantized}
+    _, conversion = conversion_seconds(float_model)  # after those: TensorFlow is warm
+    made = {"float": to_float_tflite(float_model, params.quantize.batch_size), **quantized}
     qat_epochs = config.qat_epochs or params.quantize.qat_epochs
     log.info("default: prune-preserving QAT, %d epochs", qat_epochs)
     fit, _ = images.load_fit_validation(layout, params.data)
@@ -460,9 +469,8 @@ def mobilenet_benchmark(workdir: Path, params: QuantizeParams, config: Config) -
     conversion: dict[str, float] = {}
     if config.mobilenet_conversion:  # after the default model's conversions: TensorFlow is warm
         log.info("mobilenet_v2: converting to float with tasks.stages.quantize's converter and with from_keras_model")
-        float_tflite, conversion = conversion_seconds(model)
-    else:
-        float_tflite = to_float_tflite(model)
+        _, conversion = conversion_seconds(model)
+    float_tflite = to_float_tflite(model, params.batch_size)
     paths = {}
     for name in config.mobilenet_variants:
         log.info("mobilenet_v2: converting %s%s", name, f" ({len(calibration)} calibration images)" * (name == "int8"))
@@ -499,14 +507,14 @@ def conversion_seconds(model: Any) -> tuple[bytes, dict[str, float]]:
 
     Call it after other conversions: a first conversion in the process pays TensorFlow's one-time
     set-up. The two results must be the same model (the same size: the same graph, signature and
-    names).
+    names), so the converter keeps the dynamic batch from_keras_model makes (quantize.batch_size null).
     """
     import tensorflow as tf
 
     from tasks.stages.quantize import to_float_tflite
 
     started = time.perf_counter()
-    ours = to_float_tflite(model)
+    ours = to_float_tflite(model, None)
     converter_s = time.perf_counter() - started
     started = time.perf_counter()
     theirs = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())

@@ -161,6 +161,7 @@ class QuantizeParams(_Section):
     tolerable_drop: float = Field(ge=0.0, le=1.0)
     max_trials: int = Field(ge=1, le=20)
     debug_layers: bool
+    batch_size: int | None = Field(ge=1, le=4096)
 
     @model_validator(mode="after")
     def _int8_for_training(self) -> QuantizeParams:

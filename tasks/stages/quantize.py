@@ -71,24 +71,46 @@ class QuantizeOutcome:
     choice: str = ""
 
 
-def _representative(calibration: Pixels) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The converter's representative dataset: one image at a time, streamed from disk (or an array)."""
+def _representative(calibration: Pixels, batch_size: int | None = 1) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's representative dataset, streamed from disk (or an array), in the model's batch.
+
+    One image at a time for a dynamic batch or a batch of 1; for a fixed batch of N, N at a time, the
+    last batch filled up with the first images.
+    """
     if len(calibration) == 0:
         raise StageError("quantize: the calibration set has zero samples; raise data.calibration_size")
+    batch = batch_size or 1
 
-    def generate() -> Iterator[list[np.ndarray]]:
+    def samples() -> Iterator[np.ndarray]:
         if isinstance(calibration, np.ndarray):
             for sample in calibration:
-                yield [sample[np.newaxis].astype(np.float32)]
+                yield sample[np.newaxis].astype(np.float32)
             return
-        for batch in calibration.batches(1, labels=False).as_numpy_iterator():
-            yield [batch]
+        yield from calibration.batches(1, labels=False).as_numpy_iterator()
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        if batch == 1:
+            for sample in samples():
+                yield [sample]
+            return
+        first: list[np.ndarray] = []
+        pending: list[np.ndarray] = []
+        for sample in samples():
+            if len(first) < batch:
+                first.append(sample)
+            pending.append(sample)
+            if len(pending) == batch:
+                yield [np.concatenate(pending)]
+                pending = []
+        if pending:
+            filler = (first * batch)[: batch - len(pending)]
+            yield [np.concatenate(pending + filler)]
 
     return generate
 
 
-def _converter(model: tf_keras.Model) -> Any:
-    """A TFLite converter for the model's inference call (training=False).
+def _converter(model: tf_keras.Model, batch_size: int | None) -> Any:
+    """A TFLite converter for the model's inference call (training=False), batch `batch_size` (None: dynamic).
 
     `TFLiteConverter.from_keras_model` first saves the whole Keras model as a SavedModel, and
     Keras's layer-by-layer serialization is most of a conversion's time: about 15 of 19 s for
@@ -100,8 +122,11 @@ def _converter(model: tf_keras.Model) -> Any:
     """
     import tensorflow as tf
 
+    # A fixed batch makes every tensor's size static, as the Edge TPU compiler requires; with None
+    # the .tflite keeps a dynamic batch dimension ([-1, ...]) that the interpreter resizes.
     specs = [
-        tf.TensorSpec(t.shape, t.dtype, name=name) for t, name in zip(model.inputs, model.input_names, strict=True)
+        tf.TensorSpec([batch_size, *t.shape[1:]], t.dtype, name=name)
+        for t, name in zip(model.inputs, model.input_names, strict=True)
     ]
 
     def serve(*inputs: Any) -> dict[str, Any]:
@@ -115,15 +140,15 @@ def _converter(model: tf_keras.Model) -> Any:
     return tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
 
 
-def _full_integer(converter: Any, calibration: Pixels, io_dtype: str) -> Any:
+def _full_integer(converter: Any, calibration: Pixels, params: QuantizeParams) -> Any:
     """Configure a converter for int8 everywhere: TFLITE_BUILTINS_INT8 only, integer I/O."""
     import tensorflow as tf
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _representative(calibration)
+    converter.representative_dataset = _representative(calibration, params.batch_size)
     # Only int8 kernels: conversion fails rather than leave a float operator behind.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = tf.int8 if io_dtype == "int8" else tf.uint8
+    io_type = tf.int8 if params.io_dtype == "int8" else tf.uint8
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     # Per-tensor Dense weights: TF >= 2.16 quantizes them per channel by default, which the
@@ -140,15 +165,15 @@ def _convert(converter: Any) -> bytes:
         return bytes(converter.convert())
 
 
-def to_float_tflite(model: tf_keras.Model) -> bytes:
+def to_float_tflite(model: tf_keras.Model, batch_size: int | None) -> bytes:
     """Convert without quantization: the reference the quantized model is measured against."""
-    return _convert(_converter(model))
+    return _convert(_converter(model, batch_size))
 
 
 def to_int8_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Full-integer post-training quantization calibrated on the representative set."""
     log.info("quantizing to int8 with %d calibration samples", len(calibration))
-    return _convert(_full_integer(_converter(model), calibration, params.io_dtype))
+    return _convert(_full_integer(_converter(model, params.batch_size), calibration, params))
 
 
 def int8_tflite_bytes(model: tf_keras.Model, calibration: Pixels) -> bytes:
@@ -162,7 +187,7 @@ def to_ptq_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizePa
 
     if params.ptq_mode == "int8":
         return to_int8_tflite(model, calibration, params)
-    converter = _converter(model)
+    converter = _converter(model, params.batch_size)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if params.ptq_mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -173,11 +198,11 @@ def debug_int8(model: tf_keras.Model, calibration: Pixels, params: QuantizeParam
     """Per-layer quantization error from TFLite's QuantizationDebugger, worst first."""
     import tensorflow as tf
 
-    converter = _full_integer(_converter(model), calibration, params.io_dtype)
+    converter = _full_integer(_converter(model, params.batch_size), calibration, params)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_representative(_first(calibration, 64))
+            converter=converter, debug_dataset=_representative(_first(calibration, 64), params.batch_size)
         )
         debugger.run()
     import csv
@@ -369,7 +394,7 @@ def qat_scheme(preserve_sparsity: bool, preserve_clusters: bool) -> str:
 
 def qat_tflite(qat: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Convert a QAT model to a full-integer .tflite (ranges come from its fake-quant nodes)."""
-    return _convert(_full_integer(_converter(qat), calibration, params.io_dtype))
+    return _convert(_full_integer(_converter(qat, params.batch_size), calibration, params))
 
 
 # --- choosing the shipped model ----------------------------------------------------------------
@@ -534,7 +559,8 @@ def run(layout: Layout, params: Params) -> dict[str, Any]:
     calibration = images.load_calibration(layout, params.data)
     fit, validation = images.load_fit_validation(layout, params.data)
     # Converted once: the reference every attempt is scored against, and the file written.
-    float_bytes = to_float_tflite(load_model(layout.float_model))
+    # The reference takes the same batch as the shipped model, so the two compare like for like.
+    float_bytes = to_float_tflite(load_model(layout.float_model), settings.batch_size)
     compressed = load_model(layout.clustered_model)
     prune_report = json.loads(layout.prune_report.read_text())
     clustered = json.loads(layout.cluster_report.read_text())["enabled"]

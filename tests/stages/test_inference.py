@@ -15,7 +15,7 @@ from tasks.errors import StageError
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import images, quantize
-from tasks.stages.fit import compile_model, keras, load_model
+from tasks.stages.fit import compile_model, load_model
 from tasks.stages.inference import EDGETPU_CUSTOM_OP, EDGETPU_LIBRARY, TFLiteModel, custom_ops, is_edgetpu_model
 
 # Float .tflite against Keras: the same float32 graph, kernels that sum in a different order.
@@ -55,14 +55,12 @@ def keras_float(quantized: tuple[Layout, Params]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def batch_one(quantized: tuple[Layout, Params], keras_float: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The float model converted with its batch dimension fixed at 1, as Edge TPU models have it."""
+def dynamic_batch(quantized: tuple[Layout, Params], keras_float: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The float model converted with a dynamic batch dimension (quantize.batch_size: null)."""
     from tasks.stages.quantize import to_float_tflite
 
-    k = keras()
-    inputs = k.Input(shape=keras_float.input_shape[1:], batch_size=1)
-    path = tmp_path_factory.mktemp("batch_one") / "batch_one.tflite"
-    path.write_bytes(to_float_tflite(k.Model(inputs, keras_float(inputs))))
+    path = tmp_path_factory.mktemp("dynamic") / "dynamic.tflite"
+    path.write_bytes(to_float_tflite(keras_float, None))
     return path
 
 
@@ -160,12 +158,15 @@ def test_evaluate_worsens_with_wrong_labels(quantized: tuple[Layout, Params], te
     assert wrong_loss > loss and wrong_accuracy < accuracy
 
 
-def test_batch_size_does_not_change_predictions(quantized: tuple[Layout, Params], test_split: Split) -> None:
+def test_batch_size_does_not_change_predictions(
+    quantized: tuple[Layout, Params], test_split: Split, dynamic_batch: Path
+) -> None:
     layout, _ = quantized
     x = test_split.x
-    # Sizes that divide len(x), leave a remainder, exceed it, and alternate (each call resizes).
+    # Sizes that divide len(x), leave a remainder, exceed it, and alternate (each call resizes a
+    # dynamic model; the shipped ones take their fixed batch of 1 whatever is asked).
     sizes = [1, 7, 32, len(x) + 5, 7]
-    for path in (layout.float_tflite, layout.int8_tflite):
+    for path in (layout.float_tflite, layout.int8_tflite, dynamic_batch):
         model = TFLiteModel(path)
         reference = model.predict(x, batch_size=len(x))
         for size in sizes:
@@ -183,12 +184,12 @@ def test_builtin_and_xnnpack_pick_the_same_class(quantized: tuple[Layout, Params
 
 
 def test_fixed_batch_one_model_runs_sample_by_sample(
-    quantized: tuple[Layout, Params], test_split: Split, batch_one: Path
+    quantized: tuple[Layout, Params], test_split: Split, dynamic_batch: Path
 ) -> None:
     layout, _ = quantized
-    model = TFLiteModel(batch_one)
+    model = TFLiteModel(layout.float_tflite)  # the shipped files' batch is 1 (quantize.batch_size)
     assert model.fixed_batch == 1 and model.input_shape[0] == 1
-    dynamic = TFLiteModel(layout.float_tflite)
+    dynamic = TFLiteModel(dynamic_batch)
     assert dynamic.fixed_batch is None and dynamic.input_shape[0] is None
     x = test_split.x[:45]  # not a multiple of batch_size: the last chunk is partial
     assert np.allclose(model.predict(x, batch_size=16), dynamic.predict(x), atol=FLOAT_ATOL)

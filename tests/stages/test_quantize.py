@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from tasks.errors import StageError
 from tasks.layout import Layout
 from tasks.params import Params
 from tasks.stages import STAGES, images
+from tasks.stages.edgetpu.preflight import preflight
 from tasks.stages.fit import load_model
 from tasks.stages.inference import TFLiteModel
 from tasks.stages.quantize import debug_int8, qat_model, quantize_model, to_float_tflite, to_int8_tflite, to_ptq_tflite
@@ -102,7 +104,7 @@ def test_auto_falls_back_to_qat_and_keeps_sparsity(quantized: tuple[Layout, Para
     # tolerance, while QAT learns its ranges in training and does not depend on it.
     black = np.zeros((1, *calibration.shape), np.float32)
     outcome = quantize_model(
-        to_float_tflite(load_model(layout.float_model)),
+        to_float_tflite(load_model(layout.float_model), settings.batch_size),
         load_model(layout.pruned_model),
         fit,
         validation,
@@ -134,7 +136,7 @@ def test_qat_after_clustering_ships_the_zeros_or_refuses(quantized: tuple[Layout
     pruned = tuple(json.loads(layout.prune_report.read_text())["pruned_weights"])
     try:
         outcome = quantize_model(
-            to_float_tflite(load_model(layout.float_model)),
+            to_float_tflite(load_model(layout.float_model), settings.batch_size),
             load_model(layout.clustered_model),
             fit,
             validation,
@@ -189,3 +191,24 @@ def test_qat_keeps_zeros_only_where_magnitude_pruning_made_them() -> None:
     assert qat_scheme(preserve_sparsity=True, preserve_clusters=True) == "prune-cluster-preserving"
     assert qat_scheme(preserve_sparsity=False, preserve_clusters=True) == "cluster-preserving"
     assert qat_scheme(preserve_sparsity=False, preserve_clusters=False) == "default"
+
+
+def test_the_shipped_batch_is_static_unless_asked(quantized: tuple[Layout, Params], tmp_path: Path) -> None:
+    layout, params = quantized
+    assert params.quantize.batch_size == 1  # params.yaml's default
+    for path in (layout.int8_tflite, layout.float_tflite):
+        assert TFLiteModel(path).input_shape == (1, 8, 8, 1)  # what the Edge TPU and a camera take
+    assert not any("dynamic size" in w for w in preflight(layout.int8_tflite).warnings)
+    model = load_model(layout.clustered_model)
+    calibration = images.load_calibration(layout, params.data)
+    test_x, _ = images.load_test(layout, params.data).head(45).arrays()
+    reference = TFLiteModel(layout.int8_tflite).predict(test_x)
+    for batch, shape in (("null", (None, 8, 8, 1)), ("4", (4, 8, 8, 1))):
+        path = tmp_path / f"batch_{batch}.tflite"
+        # A batch of 4: calibrated 4 images at a time (the last batch filled up), 45 images predicted in 12.
+        path.write_bytes(to_int8_tflite(model, calibration, repo_params([f"quantize.batch_size={batch}"]).quantize))
+        other = TFLiteModel(path)
+        assert other.input_shape == shape
+        assert np.array_equal(np.argmax(other.predict(test_x), axis=-1), np.argmax(reference, axis=-1))
+    assert "dynamic size" in " ".join(preflight(tmp_path / "batch_null.tflite").warnings)
+    assert preflight(tmp_path / "batch_4.tflite").mapped_fraction < 1.0  # 4-dimensional tensors: off the Edge TPU
