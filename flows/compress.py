@@ -22,6 +22,7 @@ from tasks.errors import EdgecompressError
 from tasks.layout import Layout
 from tasks.params import Params, load_params
 from tasks.stages.gate import GateFailed, GateResult, run_gate
+from tasks.stages.train import check_given_model
 
 SKIPPED = "skipped: no change"
 
@@ -117,6 +118,12 @@ def pipeline_stage(name: str, layout: Layout, params: Params, plan: Plan) -> Sta
     return stage.with_options(name=name, task_run_name=name)(layout, params, name, plan)
 
 
+@task(cache_policy=NO_CACHE)
+def given_model(layout: Layout, params: Params) -> None:
+    """A model compressed as it is (train.epochs 0) meets gate.min_accuracy before compression can hide it."""
+    check_given_model(layout, params)
+
+
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def champion(uri: str, params: Params) -> float | None:
     """The current champion's int8 accuracy, if there is a champion."""
@@ -166,9 +173,9 @@ def compress(project: str = ".") -> Any:
             publish("run", summary.unchanged_markdown(todo.last), SKIPPED)
             return Completed(message=SKIPPED, data=RunReport.unchanged(uri, todo.last, started_at))
         with tracking.pipeline_run(layout.root, params, timings) as run:
-            outcomes = [
-                pipeline_stage("prepare", layout, params, todo),
-                pipeline_stage("train", layout, params, todo),
+            outcomes = [pipeline_stage("prepare", layout, params, todo), pipeline_stage("train", layout, params, todo)]
+            given_model(layout, params)
+            outcomes += [
                 pipeline_stage("prune", layout, params, todo),
                 pipeline_stage("cluster", layout, params, todo),
                 pipeline_stage("quantize", layout, params, todo),

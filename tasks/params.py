@@ -75,6 +75,7 @@ class TrainParams(_Section):
     fine_tune_learning_rate: float = Field(gt=0.0, le=1.0)
     conv_filters: int = Field(ge=1, le=1024)
     dense_units: int = Field(ge=1, le=65_536)
+    stop_near_chance: bool
     seed: int = Field(ge=0)
 
     @field_validator("model")

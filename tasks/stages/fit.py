@@ -54,19 +54,21 @@ def compile_model(model: tf_keras.Model, learning_rate: float | Any) -> None:
 
 
 def epoch_logger(stage: str, epochs: int) -> Any:
-    """A Keras callback that logs one progress line per epoch."""
+    """A Keras callback that logs one progress line per epoch (validation accuracy too, when fit has it)."""
     k = keras()
 
     class LogEpochs(k.callbacks.Callback):  # type: ignore[name-defined]
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
+            validation = f", validation accuracy {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
             log.info(
-                "%s epoch %d/%d: loss %.4f, accuracy %.4f",
+                "%s epoch %d/%d: loss %.4f, accuracy %.4f%s",
                 stage,
                 epoch + 1,
                 epochs,
                 logs.get("loss", float("nan")),
                 logs.get("accuracy", float("nan")),
+                validation,
             )
 
     return LogEpochs()

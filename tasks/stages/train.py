@@ -9,11 +9,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from tasks.errors import StageError
 from tasks.fsutil import write_json
 from tasks.layout import Layout
 from tasks.params import Params, TrainParams
 from tasks.stages import images, models
-from tasks.stages.fit import compile_model, epoch_logger, keras, save_model, seed_everything
+from tasks.stages.fit import accuracy, compile_model, epoch_logger, keras, save_model, seed_everything
 
 if TYPE_CHECKING:
     from tasks.stages.images import Images
@@ -29,11 +32,22 @@ class TrainResult:
     parameters: int
     epochs: int
     train_accuracy: float | None  # None: not trained here (train.epochs 0)
+    validation_accuracy: float
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult:
+# Validation batches: one large batch per step; scoring needs no small batches, and fewer steps trace less.
+VALIDATION_BATCH = 256
+
+# What each train.input_scale says the model takes, for the messages.
+_RANGES = {"pixels": "0..255", "unit": "0..1", "symmetric": "-1..1"}
+
+# How many standard errors above chance a model must score to be told apart from guessing (below).
+GUESS_MARGIN_SE = 3.0
+
+
+def train_model(built: Built, train: Images, params: TrainParams, validation: Images) -> TrainResult:
     """Fit the model on the training split, shuffled the same way on every run.
 
     A model with pretrained backbone weights follows the usual transfer-learning recipe: the head
@@ -41,12 +55,19 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
     of the backbone as well (`fine_tune_epochs` at `fine_tune_learning_rate`), its batch-norm
     layers kept frozen so their pretrained statistics survive small batches. Anything else trains
     whole. With `lr_schedule: cosine` each phase's rate decays to 0 over its epochs, so training ends
-    on a settled model. `train.epochs: 0` keeps a given model as it is.
+    on a settled model. `train.epochs: 0` keeps a given model as it is. Every epoch ends with the
+    model scored on `validation` (held out from fitting), logged beside the training accuracy.
     """
     model = built.model
     if params.epochs == 0:
-        log.info("train.epochs is 0: %s is compressed as it is", params.model)
-        return TrainResult(int(model.count_params()), 0, None, 0.0)
+        measured = accuracy(model, validation, VALIDATION_BATCH)
+        log.info(
+            "train.epochs is 0: %s is compressed as it is; it scores %.4f on the validation split (%d images)",
+            params.model,
+            measured,
+            len(validation),
+        )
+        return TrainResult(int(model.count_params()), 0, None, round(measured, 6), 0.0)
     seed_everything(params.seed)
     started = time.perf_counter()
     curves: dict[str, list[float]] = {}
@@ -65,7 +86,13 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
             steps = math.ceil(len(train) / params.batch_size) * epochs  # as tasks.stages.prune.schedule_steps counts
             rate = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
         compile_model(model, rate)
-        history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[epoch_logger(name, epochs)])
+        history = model.fit(
+            batches,
+            epochs=epochs,
+            validation_data=validation.batches(VALIDATION_BATCH),
+            verbose=0,
+            callbacks=[epoch_logger(name, epochs)],
+        )
         for metric, values in history.history.items():
             curves.setdefault(metric, []).extend(float(v) for v in values)
     for layer in model.layers:
@@ -74,25 +101,126 @@ def train_model(built: Built, train: Images, params: TrainParams) -> TrainResult
         parameters=int(model.count_params()),
         epochs=params.epochs + (params.fine_tune_epochs if len(phases) > 1 else 0),
         train_accuracy=curves["accuracy"][-1],
+        validation_accuracy=round(curves["val_accuracy"][-1], 6),
         seconds=round(time.perf_counter() - started, 3),
         history=curves,
     )
 
 
+def chance_level(labels: np.ndarray, classes: int) -> float:
+    """The accuracy of always answering the most common class: 1/classes when the classes are balanced."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)
+    return float(counts.max() / counts.sum()) if counts.sum() else 0.0
+
+
+def guess_bound(chance: float, images: int) -> float:
+    """The validation accuracy a model must exceed to be told apart from one that guesses.
+
+    A model that answers without looking at the image is right on each image with probability at
+    most `chance`, so on `images` images its accuracy has a standard error of at most
+    sqrt(chance (1 - chance) / images); a guess stays below chance plus GUESS_MARGIN_SE of them
+    about 999 times in 1,000 (the normal approximation to the binomial). The margin shrinks as the
+    validation split grows: on the digits' 144 validation images (chance 0.104) the bound is 0.181,
+    on 400 images of 8 balanced classes 0.175. Above 1, the split is too small to tell anything apart.
+    """
+    if images == 0:
+        return math.inf
+    return chance + GUESS_MARGIN_SE * math.sqrt(chance * (1.0 - chance) / images)
+
+
+def near_chance(params: TrainParams, result: TrainResult, validation: Images, fit_images: int) -> str:
+    """Why the float model may not go on: it scores at or near chance on the validation split ('' when it does not)."""
+    classes = len(validation.class_names)
+    chance = chance_level(validation.labels, classes)
+    bound = guess_bound(chance, len(validation))
+    if bound >= 1.0:
+        log.warning(
+            "train: the validation split (%d images) is too small to tell the model from a guess; not checked",
+            len(validation),
+        )
+        return ""
+    if result.validation_accuracy > bound:
+        return ""
+    head = (
+        f"train: the float model ({params.model}) scores {result.validation_accuracy:.3f} on the validation split "
+        f"({len(validation)} images), at or near chance ({chance:.3f}, the most common of its {classes} classes' "
+        f"share; a guess scores up to {bound:.3f})"
+    )
+    rate = f"train.learning_rate ({params.learning_rate:g}) too high or too low"
+    epochs = f"train.epochs ({params.epochs}) too few"
+    data = f"too little data ({fit_images} training images, about {fit_images // classes} per class)"
+    scale = f"train.input_scale {params.input_scale} ({_RANGES[params.input_scale]})"
+    others = " or ".join(f"{name} ({text})" for name, text in _RANGES.items() if name != params.input_scale)
+    if params.kind in ("file", "python") and params.epochs == 0:
+        causes = (
+            f"as given, before any training, so the likely cause is {scale} where the model expects {others}, or "
+            "its classes in another order than the class folders' sorted names; set the scale it was trained with, "
+            "or fine-tune it (train.epochs > 0)"
+        )
+    elif params.kind in ("file", "python"):
+        causes = (
+            f"likely causes: {scale} where the model expects {others}, {rate}, {epochs}, or {data}; check the "
+            "scale first, then try train.learning_rate 0.001 with more epochs"
+        )
+    else:
+        causes = (
+            f"likely causes: {rate}, {epochs}, or {data}; try train.learning_rate 0.002 (0.001 to 0.003), "
+            "train.lr_schedule cosine and more epochs, or more images"
+        )
+    return f"{head}; {causes}; stopped before compression (train.stop_near_chance: false goes on anyway)"
+
+
+def check_given_model(layout: Layout, params: Params) -> None:
+    """A model compressed as it is (train.epochs 0) already meets gate.min_accuracy on the validation split.
+
+    Such a model is what the user says is finished, so it should score what the gate asks before
+    anything changes it; pruning's and clustering's fine-tuning can win back what a wrong input scale
+    lost, and the gate, which compares the shipped model with the float one, would then pass a model
+    that was broken as given. StageError says so before compression starts. Read from train.json,
+    so it holds for a train stage that DVC found up to date too; gate.min_accuracy null skips it.
+    """
+    threshold = params.gate.min_accuracy
+    if params.train.epochs or threshold is None:
+        return
+    measured = json.loads(layout.train_report.read_text())["validation_accuracy"]
+    if measured >= threshold:
+        return
+    raise StageError(
+        f"train: {params.train.model} as given (train.epochs 0) scores {measured:.3f} on the validation split, "
+        f"below gate.min_accuracy {threshold:g}, before any compression (whose fine-tuning would hide it): check "
+        f"train.input_scale {params.train.input_scale} ({_RANGES[params.train.input_scale]}) against what the model "
+        "was trained on and that its classes follow the class folders' sorted names; or fine-tune it "
+        "(train.epochs > 0), or lower gate.min_accuracy"
+    )
+
+
 def run(layout: Layout, params: Params) -> dict[str, Any]:
     """The train stage: data/models/float.keras from train.model, trained on the train split (or kept as given)."""
-    fit, _ = images.load_fit_validation(layout, params.data)
+    fit, validation = images.load_fit_validation(layout, params.data)
     built = models.build(params.train, fit.shape, len(fit.class_names), layout.root)
-    result = train_model(built, fit, params.train)
+    result = train_model(built, fit, params.train, validation)
+    chance = chance_level(validation.labels, len(fit.class_names))
+    bound = guess_bound(chance, len(validation))
+    if params.train.stop_near_chance:
+        reason = near_chance(params.train, result, validation, len(fit))
+        if reason:
+            raise StageError(reason)  # nothing written: the previous float model, if any, stays
     save_model(built.model, layout.float_model)
     report = {
         **asdict(result),
+        "validation_images": len(validation),
+        "chance": round(chance, 6),
+        "guess_bound": round(bound, 6) if bound < 1.0 else None,  # None: too few images to tell
         "model": params.train.model,
         "class_names": list(fit.class_names),
         "source_files": models.source_files(params.train, layout.root),
     }
     write_json(layout.train_report, report)
-    return {"parameters": result.parameters, "train_accuracy": result.train_accuracy}
+    return {
+        "parameters": result.parameters,
+        "train_accuracy": result.train_accuracy,
+        "validation_accuracy": result.validation_accuracy,
+    }
 
 
 def is_stale(layout: Layout, params: Params) -> str:

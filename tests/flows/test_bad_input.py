@@ -46,6 +46,16 @@ def images(root: Path, classes: dict[str, int], splits: tuple[str, ...] = ("trai
     return root
 
 
+def identical(root: Path) -> None:
+    """A folder source of 5 classes whose 20 images each are all the same: no model can beat chance on it."""
+    for split in ("train", "test"):
+        for label in range(5):
+            folder = root.parent / "images" / split / f"class_{label}"
+            folder.mkdir(parents=True)
+            for index in range(20):
+                Image.new("L", (8, 8), 128).save(folder / f"{index}.png")
+
+
 def folder(classes: dict[str, int], then: Callable[[Path], None] = lambda source: None) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         then(images(root.parent / "images", classes))
@@ -205,6 +215,12 @@ CASES: dict[str, Case] = {
         ("run", "-S", f"train.model=file:{HUGE}.h5", "-S", "train.epochs=0"),
         "train.model: the path is too long for this system",
     ),
+    "model at chance": Case(
+        ("run", "-S", "{source}"),
+        "scores 0.200 on the validation split (10 images), at or near chance",
+        identical,
+        writes_data=True,
+    ),
     # --- the command line -----------------------------------------------------------------------
     "unknown stage": Case(("stage", "distill"), "unknown stage 'distill'"),
     "no project here": Case(("run", "--project", "/"), "params.yaml: not found"),
@@ -272,3 +288,40 @@ def test_bad_input_is_one_line_and_leaves_nothing(name: str, tmp_path: Path, pre
         assert not (root / "data" / "raw").exists()
         assert (root / "mlflow.db").exists() == had_db
     assert not (root / "data" / "models" / "float.keras").exists()
+
+
+# A model whose output never looks at the image (zero kernels and biases): it always answers class 0.
+CONSTANT = b"""import tf_keras as k
+
+
+def constant(shape, classes):
+    inputs = k.Input(shape=shape)
+    x = k.layers.Conv2D(4, 3, kernel_initializer="zeros", bias_initializer="zeros")(inputs)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    return k.Model(inputs, k.layers.Dense(classes, activation="softmax", bias_initializer="zeros")(x))
+"""
+
+
+def test_a_model_given_as_it_is_is_scored_before_compression(tmp_path: Path, prefect_api: str) -> None:
+    import json
+
+    root = make_project(tmp_path / "project", overrides=TINY).root
+    (root / "builders.py").write_bytes(CONSTANT)
+    # Told to go on at chance, so that what stops it is the flow's check of a finished model against the gate.
+    args = ["-S", "train.model=python:builders:constant", "-S", "train.epochs=0", "-S", "train.stop_near_chance=false"]
+    result = subprocess.run(
+        [EDGECOMPRESS, "run", *args, "-S", "gate.min_accuracy=0.5"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=cli_env(prefect_api),
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stdout[-1000:] + result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    measured = json.loads((root / "data" / "reports" / "train.json").read_text())["validation_accuracy"]
+    assert measured < 0.5  # scored as given: no epoch ran
+    assert f"as given (train.epochs 0) scores {measured:.3f} on the validation split" in errors[0]
+    assert "below gate.min_accuracy 0.5, before any compression" in errors[0]
+    assert not (root / "data" / "models" / "pruned.keras").exists()  # stopped before prune

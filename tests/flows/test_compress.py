@@ -213,11 +213,13 @@ def test_unreachable_threshold_registers_nothing(project: Layout, first: RunRepo
 
 def test_candidate_worse_than_the_champion_fails_the_gate(project: Layout, first: RunReport) -> None:
     saved = project.params_file.read_text()
-    # A model far weaker than the champion (one epoch at a tiny rate: near chance), with only the
-    # champion check switched on, and no tolerance: the failure is forced, not a matter of noise.
+    # A model far weaker than the champion (one epoch at a tiny rate: near chance, which would stop the
+    # run after train unless told to go on), with only the champion check switched on, and no
+    # tolerance: the failure is forced, not a matter of noise.
     write_overrides(
         project.params_file,
-        ["train.epochs=1", "train.learning_rate=0.0001", "prune.enabled=false", "gate.max_regression_vs_champion=0"]
+        ["train.epochs=1", "train.learning_rate=0.0001", "train.stop_near_chance=false", "prune.enabled=false"]
+        + ["gate.max_regression_vs_champion=0"]
         + [f"gate.{key}=null" for key in ("min_accuracy", "max_accuracy_drop")],
     )
     try:

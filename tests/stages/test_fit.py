@@ -75,11 +75,11 @@ def test_fit_traces_its_training_step_once(trained: tuple[Layout, Params]) -> No
     from tasks.stages.train import train_model
 
     layout, params = trained
-    fit, _ = images.load_fit_validation(layout, params.data)
+    fit, validation = images.load_fit_validation(layout, params.data)
     settings = params.train.model_copy(update={"epochs": 1})
     assert len(fit) % settings.batch_size, "a smaller last batch, which must not be traced again either"
     built = models.build(settings, fit.shape, len(fit.class_names), layout.root)
-    train_model(built, fit, settings)
+    train_model(built, fit, settings, validation)
     assert built.model.train_function.experimental_get_tracing_count() == 1
 
 

@@ -79,6 +79,7 @@ def test_mobilenet_v2_from_scratch(tmp_path: Path) -> None:
             "train.model=mobilenet_v2",
             "train.alpha=0.35",
             "train.epochs=1",
+            "train.stop_near_chance=false",  # one epoch from random weights may not beat chance yet
             "prune.epochs=1",
             # One epoch from random weights, then 90% sparsity and 8 clusters: plumbing, not
             # quality, so no accuracy threshold; the quality figure is the README's example.
