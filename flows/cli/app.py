@@ -65,8 +65,8 @@ def checked(call: Callable[[], T]) -> T:
 
 
 def gated(root: Path, call: Callable[[], T]) -> T:
-    """The call's result; its expected error as one line and exit status 1 (a failed gate's table first)."""
-    from flows.cli.tables import print_gate
+    """The call's result; its expected error as one line and exit status 1 (a failed gate's tables first)."""
+    from flows.cli.tables import print_gate, print_variants
     from tasks.errors import EdgecompressError, no_room, no_room_error
     from tasks.stages.gate import GateFailed
 
@@ -74,7 +74,9 @@ def gated(root: Path, call: Callable[[], T]) -> T:
         return call()
     except EdgecompressError as error:
         if isinstance(error, GateFailed):
-            print_gate(json.loads((root / "data" / "reports" / "gate.json").read_text()))
+            reports = root / "data" / "reports"
+            print_variants(json.loads((reports / "metrics.json").read_text()))
+            print_gate(json.loads((reports / "gate.json").read_text()))
         fail(str(error))
     except OSError as error:
         if not no_room(error):

@@ -103,3 +103,13 @@ def test_auto_quantization_from_the_command_line(ran: Layout, prefect_api: str) 
     assert report["trials"][0]["name"] == "ptq_int8"
     assert sum(trial["kept"] for trial in report["trials"]) == 1
     assert load_params(ran.params_file).quantize.method == "auto"  # a successful -S stays, as with dvc exp run
+
+
+@pytest.mark.slow
+def test_a_failed_gate_prints_the_variants_it_judged(ran: Layout, prefect_api: str) -> None:
+    # A size budget no model meets: the failure is forced (and after a run, no stage reads the gate's settings).
+    result = edgecompress("run", "-S", "gate.max_size_bytes=1", cwd=ran.root, prefect_api=prefect_api)
+    assert_refused(result, "gate failed:", "size_bytes")
+    table = result.stdout[: result.stdout.index("gate: failed")]  # the variants come before the checks
+    for variant in ("variants (test split", "float_tflite", "int8_tflite"):
+        assert variant in table, result.stdout[-3000:]
