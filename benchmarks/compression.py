@@ -131,14 +131,18 @@ class Target:
 CONVERSION = Target(
     ">=", 2.0, "seconds to a float .tflite: TFLiteConverter.from_keras_model / tasks.stages.quantize's converter"
 )
+# The gzip targets follow the default CNN. Its global average pooling left no large Dense layer: of
+# its 30,090 weights the pruned ones are 92% of the kernels, and what stays dense (stem, depthwise
+# kernels, classifier) and int8's per-channel scales weigh more in the file. Measured 8.4x and 9.1x
+# (the CNN before it, a Flatten into a 131,072-weight Dense: 18.8x and 23.4x, targets 12 and 20).
 TARGETS: dict[str, dict[str, Target]] = {
     "default": {
-        "float_over_pruned_int8_gzip": Target(">=", 12.0, "float .tflite gzip bytes / pruned_int8 gzip bytes"),
+        "float_over_pruned_int8_gzip": Target(">=", 7.0, "float .tflite gzip bytes / pruned_int8 gzip bytes"),
         "pruned_int8_accuracy_drop_points": Target(
             "<=", 0.5, "float .tflite accuracy - pruned_int8 accuracy, in points"
         ),
         "float_over_pruned_clustered_int8_gzip": Target(
-            ">=", 20.0, "float .tflite gzip bytes / pruned_clustered_int8 gzip bytes (prune, cluster, int8 PTQ)"
+            ">=", 8.0, "float .tflite gzip bytes / pruned_clustered_int8 gzip bytes (prune, cluster, int8 PTQ)"
         ),
         "pruned_clustered_int8_accuracy_drop_points": Target(
             "<=", 0.5, "float .tflite accuracy - pruned_clustered_int8 accuracy, in points"

@@ -60,24 +60,49 @@ class Built:
     backbone_layers: int = 0
 
 
-def build_model(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams) -> tf_keras.Model:
-    """Pixels -> rescale -> conv -> BN -> ReLU -> separable conv -> BN -> ReLU -> pool -> Dense -> softmax.
+# The built-in CNN's shape (build_model): a stride-2 stem from STRIDED_STEM_FROM pixels up (smaller
+# images keep every pixel), then blocks that each halve the image until it is FINAL_SIZE across or less,
+# their widths doubling per block up to MAX_WIDTH times train.conv_filters.
+STRIDED_STEM_FROM = 32
+FINAL_SIZE = 2
+MAX_WIDTH = 8
+# From random initialisation, Keras' batch-norm momentum of 0.99 leaves the moving statistics behind
+# the weights for the first few hundred steps: on a 64 px folder the validation accuracy sat at
+# exactly chance for four epochs while the training accuracy rose. 0.9 follows within an epoch.
+BATCHNORM_MOMENTUM = 0.9
 
-    Every layer here has an int8 Edge TPU kernel (the rescale becomes an int8 multiply, BatchNorm
-    folds into the convolution at conversion), so the whole graph maps to the TPU as one subgraph.
+
+def build_model(input_shape: tuple[int, int, int], num_classes: int, params: TrainParams) -> tf_keras.Model:
+    """Pixels -> rescale -> conv stem -> separable blocks, each halving the image -> global average -> Dense -> softmax.
+
+    Fit for any image size: as many downsampling blocks as halve the image to FINAL_SIZE or less
+    (two at 8x8, four at 64x64, six at 224x224), and global average pooling makes the classifier's
+    size independent of the image's (at 224x224 RGB, train.conv_filters 32: about 290,000 weights,
+    under 0.3 MB in int8, less than 4% of the Edge TPU's 8 MiB on-chip cache). Every layer has an int8
+    Edge TPU kernel (the rescale becomes an int8 multiply, BatchNorm folds into the convolution at
+    conversion, the global average is a MEAN over height and width), so the whole graph maps to the
+    TPU as one subgraph.
     """
     k = keras()
     seed_everything(params.seed)
     inputs = k.Input(shape=input_shape, name="image")
     x = k.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)  # pixels in, as a camera gives them
-    x = k.layers.Conv2D(params.conv_filters, 3, padding="same", use_bias=False, name="conv")(x)
-    x = k.layers.BatchNormalization(name="conv_bn")(x)
+    size = int(min(input_shape[0], input_shape[1]))
+    stride = 2 if size >= STRIDED_STEM_FROM else 1
+    x = k.layers.Conv2D(params.conv_filters, 3, strides=stride, padding="same", use_bias=False, name="conv")(x)
+    x = k.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name="conv_bn")(x)
     x = k.layers.ReLU(name="conv_relu")(x)
-    x = k.layers.SeparableConv2D(2 * params.conv_filters, 3, padding="same", use_bias=False, name="sepconv")(x)
-    x = k.layers.BatchNormalization(name="sepconv_bn")(x)
-    x = k.layers.ReLU(name="sepconv_relu")(x)
-    x = k.layers.MaxPooling2D(2, name="pool")(x)
-    x = k.layers.Flatten(name="flatten")(x)
+    size = -(-size // stride)
+    filters, block = params.conv_filters, 0
+    while size > FINAL_SIZE:
+        block += 1
+        filters = min(2 * filters, MAX_WIDTH * params.conv_filters)
+        x = k.layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_sepconv")(x)
+        x = k.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name=f"block{block}_bn")(x)
+        x = k.layers.ReLU(name=f"block{block}_relu")(x)
+        x = k.layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
+        size = -(-size // 2)
+    x = k.layers.GlobalAveragePooling2D(name="average")(x)
     x = k.layers.Dense(params.dense_units, activation="relu", name="dense")(x)
     outputs = k.layers.Dense(num_classes, activation="softmax", name="classes")(x)
     return k.Model(inputs, outputs, name="edgecompress_cnn")

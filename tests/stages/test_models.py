@@ -44,6 +44,7 @@ EDGETPU_FRIENDLY = {
     "ReLU",
     "MaxPooling2D",
     "AveragePooling2D",
+    "GlobalAveragePooling2D",
     "Flatten",
     "Dense",
 }
@@ -286,6 +287,32 @@ def test_model_uses_only_edgetpu_friendly_layers(params: Params) -> None:
     model = build_model((8, 8, 1), 10, params.train)
     assert {type(layer).__name__ for layer in model.layers} <= EDGETPU_FRIENDLY
     assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("size", [8, 16, 31, 64, 96, 224])
+def test_the_cnn_fits_any_image_size(params: Params, size: int) -> None:
+    model = build_model((size, size, 3), 8, params.train)
+    assert {type(layer).__name__ for layer in model.layers} <= EDGETPU_FRIENDLY
+    # Downsampled to at most 2x2 before the global average, whatever the size: no Flatten whose
+    # Dense grows with the image (at 64x64 the old one held 8.4 M weights).
+    assert model.get_layer("average").input_shape[1:3] in ((2, 2), (1, 1))
+    # Under 0.3 MB of int8 weights even at 224x224: a small share of the Edge TPU's ~8 MiB on-chip cache.
+    assert model.count_params() < 300_000
+
+
+def test_the_cnn_maps_whole_to_the_edge_tpu_at_224_with_a_static_batch_of_1(params: Params, tmp_path: Path) -> None:
+    from tasks.stages.edgetpu.preflight import preflight
+    from tasks.stages.inference import TFLiteModel
+    from tasks.stages.quantize import to_int8_tflite
+
+    model = build_model((224, 224, 3), 8, params.train)
+    calibration = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype(np.float32)
+    path = tmp_path / "cnn224.tflite"
+    path.write_bytes(to_int8_tflite(model, calibration, params.quantize))
+    assert TFLiteModel(path).input_shape == (1, 224, 224, 3)  # quantize.batch_size: 1, static
+    verdict = preflight(path)
+    assert (verdict.mapped_fraction, verdict.subgraphs, verdict.error) == (1.0, 1, None)
+    assert not any("dynamic size" in warning for warning in verdict.warnings)
 
 
 def test_build_is_seeded(params: Params) -> None:
