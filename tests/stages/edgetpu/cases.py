@@ -29,7 +29,8 @@ KNOWN_STATUSES = {
     UNSUPPORTED_TYPE,
     "Tensor has unsupported rank (up to 3 innermost dimensions mapped)",
 }
-PIPELINE_OPERATORS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"}
+# The default CNN's int8 operators: its global average pooling is a MEAN over height and width.
+PIPELINE_OPERATORS = {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"}
 FAKE = Path(__file__).with_name("fake_edgetpu_compiler.py")
 
 
