@@ -300,6 +300,18 @@ def test_the_cnn_fits_any_image_size(params: Params, size: int) -> None:
     assert model.count_params() < 300_000
 
 
+def test_conv_filters_and_dense_units_shape_the_cnn(params: Params) -> None:
+    # Two settings a sweep varies (-S train.dense_units=32,64): each must change the model it names.
+    settings = params.train.model_copy(update={"conv_filters": 8, "dense_units": 32})
+    model = build_model((64, 64, 3), 8, settings)
+    assert model.get_layer("conv").filters == 8
+    assert model.get_layer("block4_sepconv").filters == 64  # doubled per block, up to 8 times the stem
+    assert model.get_layer("dense").units == 32 and model.get_layer("classes").input_shape == (None, 32)
+    wider = build_model((64, 64, 3), 8, settings.model_copy(update={"dense_units": 64}))
+    # 32 more hidden units, each with 64 inputs and a bias, and 8 more classifier weights each
+    assert wider.count_params() - model.count_params() == 32 * (64 + 1) + 32 * 8
+
+
 def test_the_cnn_maps_whole_to_the_edge_tpu_at_224_with_a_static_batch_of_1(params: Params, tmp_path: Path) -> None:
     from tasks.stages.edgetpu.preflight import preflight
     from tasks.stages.inference import TFLiteModel
