@@ -140,15 +140,15 @@ def _converter(model: tf_keras.Model, batch_size: int | None) -> Any:
     return tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
 
 
-def _full_integer(converter: Any, calibration: Pixels, params: QuantizeParams) -> Any:
-    """Configure a converter for int8 everywhere: TFLITE_BUILTINS_INT8 only, integer I/O."""
+def _full_integer(converter: Any, calibration: Pixels, io_dtype: str, batch_size: int | None) -> Any:
+    """Configure a converter for int8 everywhere: TFLITE_BUILTINS_INT8 only, integer I/O of `io_dtype`."""
     import tensorflow as tf
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _representative(calibration, params.batch_size)
+    converter.representative_dataset = _representative(calibration, batch_size)
     # Only int8 kernels: conversion fails rather than leave a float operator behind.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = tf.int8 if params.io_dtype == "int8" else tf.uint8
+    io_type = tf.int8 if io_dtype == "int8" else tf.uint8
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     # Per-tensor Dense weights: TF >= 2.16 quantizes them per channel by default, which the
@@ -173,12 +173,13 @@ def to_float_tflite(model: tf_keras.Model, batch_size: int | None) -> bytes:
 def to_int8_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Full-integer post-training quantization calibrated on the representative set."""
     log.info("quantizing to int8 with %d calibration samples", len(calibration))
-    return _convert(_full_integer(_converter(model, params.batch_size), calibration, params))
+    converter = _converter(model, params.batch_size)
+    return _convert(_full_integer(converter, calibration, params.io_dtype, params.batch_size))
 
 
 def int8_tflite_bytes(model: tf_keras.Model, calibration: Pixels) -> bytes:
     """Full-integer int8 with int8 I/O, as the Edge TPU takes it (what prune.json's parameter bytes measure)."""
-    return _convert(_full_integer(_converter(model), calibration, "int8"))
+    return _convert(_full_integer(_converter(model, 1), calibration, "int8", 1))
 
 
 def to_ptq_tflite(model: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
@@ -198,7 +199,7 @@ def debug_int8(model: tf_keras.Model, calibration: Pixels, params: QuantizeParam
     """Per-layer quantization error from TFLite's QuantizationDebugger, worst first."""
     import tensorflow as tf
 
-    converter = _full_integer(_converter(model, params.batch_size), calibration, params)
+    converter = _full_integer(_converter(model, params.batch_size), calibration, params.io_dtype, params.batch_size)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         debugger = tf.lite.experimental.QuantizationDebugger(
@@ -394,7 +395,7 @@ def qat_scheme(preserve_sparsity: bool, preserve_clusters: bool) -> str:
 
 def qat_tflite(qat: tf_keras.Model, calibration: Pixels, params: QuantizeParams) -> bytes:
     """Convert a QAT model to a full-integer .tflite (ranges come from its fake-quant nodes)."""
-    return _convert(_full_integer(_converter(qat, params.batch_size), calibration, params))
+    return _convert(_full_integer(_converter(qat, params.batch_size), calibration, params.io_dtype, params.batch_size))
 
 
 # --- choosing the shipped model ----------------------------------------------------------------
