@@ -125,9 +125,10 @@ def test_kill_during_a_stage(project: Layout, stage: str) -> None:
 
 def test_kill_during_registration(project: Layout) -> None:
     before = len(versions(project))
-    # A new model (uint8 I/O: quantize and what follows run again), killed the moment MLflow has
-    # created its version, before its gate record is on it.
-    children = kill_when(project, "Created version", "-S", "quantize.io_dtype=uint8", "-S", LEAK)
+    # A new model (uint8 I/O: quantize and what follows run again), killed the moment its version is
+    # registered (its gate record travels with it), before the MLflow run ends.
+    registered = r"registered \S+ version \d+ as candidate"  # tasks.registry.register's log line
+    children = kill_when(project, registered, "-S", "quantize.io_dtype=uint8", "-S", LEAK)
     check_recovered(project, children, before)
     client = registry.client(f"sqlite:///{project.root / 'mlflow.db'}")
     statuses = {

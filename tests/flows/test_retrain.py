@@ -198,9 +198,11 @@ def test_a_failed_push_says_the_version_is_registered(
     with Config(dvc_dir=str(project.root / ".dvc")).edit("local") as config:
         config["remote"]["down"] = {"url": url}
         config["core"]["remote"] = "down"
-    # A setting only the gate reads: the retrain gates again and re-registers nothing, then pushes.
-    threshold = {"unreachable": "0.51", "dangling": "0.52"}[remote]
-    project.params_file.write_text(saved.replace("min_accuracy: 0.5", f"min_accuracy: {threshold}", 1))
+    # A setting only the gate reads, at a value no other test uses (the module's tests share the
+    # project, and serve's test leaves its own): the retrain gates again, re-registers nothing, pushes.
+    threshold = {"unreachable": "0.46", "dangling": "0.47"}[remote]
+    write_overrides(project.params_file, [f"gate.min_accuracy={threshold}"])
+    assert project.params_file.read_text() != saved
     try:
         result = edgecompress("retrain", cwd=project.root, prefect_api=prefect_api)
     finally:

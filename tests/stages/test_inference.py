@@ -305,7 +305,8 @@ def test_benchmark_quick_writes_the_documented_shape(quantized: tuple[Layout, Pa
         assert set(result["ratios"]) == set(result["targets"]), name
         for ratio, value in result["ratios"].items():
             assert isinstance(value, int | float) and not isinstance(value, bool), ratio
-            if not ratio.endswith("_accuracy_drop_points"):  # a drop can be zero or negative
+            # A drop can be zero or negative, and so can an overhead measured on a busy machine.
+            if not ratio.endswith(("_accuracy_drop_points", "_overhead_vs_raw")):
                 assert value > 0, ratio
             assert isinstance(result["targets"][ratio]["pass"], bool), ratio
     assert all("accuracy" in values for values in report["models"]["default"]["variants"].values())
