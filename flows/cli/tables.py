@@ -119,22 +119,11 @@ def variants_table(evaluation: dict[str, Any]) -> Table:
 
 
 def print_variants(metrics: dict[str, Any]) -> None:
-    """The variants of metrics.json (data/reports): accuracy and sizes on the test split, the shipped one last.
+    """The variants of metrics.json (data/reports) as the run's report shows them, the shipped one last.
 
     What a failed gate prints above its checks, so that the numbers it judged are on the screen.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"variants (test split, {metrics['test_images']} images)")
-    for column in ("variant", "accuracy", "size bytes", "gzip bytes"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    variants = metrics["variants"]
-    for name in ("float", "pruned", "clustered", "float_tflite", metrics["shipped"]):
-        if name in variants:  # clustered: only when cluster.enabled
-            values = variants[name]
-            table.add_row(name, f"{values['accuracy']:.4f}", f"{values['size_bytes']:,}", f"{values['gzip_bytes']:,}")
-    Console().print(table)
+    console().print(variants_table({**metrics["variants"], "shipped": metrics["shipped"]}))
 
 
 def print_gate(gate: dict[str, Any]) -> None:
