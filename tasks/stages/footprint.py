@@ -134,18 +134,23 @@ def keras_macs(model: tf_keras.Model) -> int:
 
     BatchNormalization (folded into the convolution at conversion), pooling and element-wise layers
     are not counted, as tflite_footprint counts only weighted operators. Nested models are counted
-    through; a layer called twice computes twice.
+    through; a layer called twice in the model computes twice. A call made by another model that
+    shares the layer (tfmot's pruning wrappers call the original layers) is not this model's: only
+    the nodes of this model's own graph count.
     """
     from tasks.stages.fit import keras
 
     k = keras()
     weighted = (k.layers.Conv2D, k.layers.SeparableConv2D, k.layers.DepthwiseConv2D, k.layers.Dense)
+    own = getattr(model, "_network_nodes", None)  # tf_keras' keys of a functional model's nodes
     total = 0
     for layer in model.layers:
         if isinstance(layer, k.Model):
             total += keras_macs(layer)
         elif isinstance(layer, weighted):
             for index in range(len(layer._inbound_nodes)):
+                if own is not None and f"{layer.name}_ib-{index}" not in own:
+                    continue
                 total += _layer_macs(layer, layer.get_input_shape_at(index), layer.get_output_shape_at(index))
     return total
 

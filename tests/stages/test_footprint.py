@@ -29,7 +29,7 @@ def test_macs_and_bytes_of_a_model_whose_arithmetic_is_known(tmp_path: Path) -> 
     outputs = k.layers.Dense(5, bias_initializer=bias(3))(x)  # 5 outputs, 64 MACs each
     model = k.Model(inputs, outputs)
     path = tmp_path / "model.tflite"
-    path.write_bytes(to_float_tflite(model))
+    path.write_bytes(to_float_tflite(model, 1))
     found = tflite_footprint(path)
     assert found.macs == 6 * 6 * 4 * 18 + 4 * 4 * 4 * 9 + 5 * 64
     weights = 4 * 3 * 3 * 2 + 3 * 3 * 4 + 64 * 5
@@ -66,5 +66,22 @@ def test_keras_macs_agree_with_the_converted_model(tmp_path: Path) -> None:
     outputs = k.layers.Dense(3)(k.layers.Dense(5)(k.layers.Flatten()(x)))
     model = k.Model(inputs, outputs)
     path = tmp_path / "model.tflite"
-    path.write_bytes(to_float_tflite(model))
+    path.write_bytes(to_float_tflite(model, 1))
     assert keras_macs(model) == tflite_footprint(path).macs > 0
+
+
+def test_keras_macs_count_only_the_models_own_calls_of_a_shared_layer() -> None:
+    """tfmot's pruning wrappers call the original layers: those calls are another model's, not this one's."""
+    from tasks.stages.footprint import keras_macs
+
+    k = keras()
+    inputs = k.Input(shape=(8, 8, 1))
+    conv, dense = k.layers.Conv2D(4, 3, padding="same"), k.layers.Dense(3)
+    model = k.Model(inputs, dense(k.layers.Flatten()(conv(inputs))))
+    alone = keras_macs(model)
+    assert alone == 8 * 8 * 4 * 9 + 8 * 8 * 4 * 3
+    other = k.Input(shape=(8, 8, 1))
+    k.Model(other, dense(k.layers.Flatten()(conv(other))))  # the same layers, called by another model
+    assert keras_macs(model) == alone
+    twice = k.Model(inputs, k.layers.Add()([conv(inputs), conv(inputs)]))  # a layer this model calls twice
+    assert keras_macs(twice) == 2 * 8 * 8 * 4 * 9
