@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -117,6 +117,12 @@ class PruneParams(_Section):
     channel_multiple. Every key is still range-checked (a typo is an error whichever method runs);
     the rules between keys apply only to the method that reads them.
     """
+
+    # The keys each method reads (and the other ignores).
+    METHOD_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "magnitude": ("initial_sparsity", "final_sparsity", "frequency", "min_layer_weights"),
+        "channels": ("channel_fraction", "channel_multiple"),
+    }
 
     enabled: bool
     method: Literal["magnitude", "channels"]

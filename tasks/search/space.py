@@ -203,9 +203,27 @@ def base_params(params_file: Path) -> dict[str, Any]:
     return raw
 
 
+def check_read(raw: dict[str, Any], space: Space) -> None:
+    """Every axis is read by some trial: a key its pruning method ignores would make identical trials."""
+    from tasks.params import PruneParams
+
+    methods = next((axis.choices for axis in space.axes if axis.key == "prune.method"), None)
+    tried = {str(m) for m in methods} if methods else {str(raw["prune"]["method"])}
+    for axis in space.axes:
+        section, _, name = axis.key.partition(".")
+        readers = [m for m, keys in PruneParams.METHOD_KEYS.items() if name in keys] if section == "prune" else []
+        if readers and not tried & set(readers):
+            method = " or ".join(sorted(tried))
+            raise ParamsError(
+                f"-S {axis.key}: no trial reads it (prune.method: {method} ignores it), so every trial would be "
+                f"the same; add -S prune.method={readers[0]}"
+            )
+
+
 def check_space(params_file: Path, space: Space) -> None:
     """Every value of every axis, and both ends of every range, valid with the rest of params.yaml."""
     raw = base_params(params_file)
+    check_read(raw, space)
     for axis in space.axes:
         values = (axis.low, axis.high) if axis.is_range else axis.choices
         for value in values:
@@ -226,6 +244,7 @@ def expand(params_file: Path, space: Space) -> Grid:
             f"-S {ranged[0]}: a range is for a sampler (--search optuna or random); a grid lists its values"
         )
     raw = base_params(params_file)
+    check_read(raw, space)
     trials: list[Trial] = []
     notes = list(space.notes)
     seen: dict[tuple[Any, ...], str] = {}

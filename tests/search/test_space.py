@@ -113,3 +113,25 @@ def test_one_float_model_per_distinct_data_and_train_settings() -> None:
     assert space.float_key(base, "code") == space.float_key(same, "code")
     assert space.float_key(base, "code") != space.float_key(wider, "code")
     assert space.float_key(base, "code") != space.float_key(base, "other code")
+
+
+def test_an_axis_no_trial_reads_is_refused() -> None:
+    """prune.channel_fraction under magnitude pruning (or a sparsity under channels) would make identical trials."""
+    with pytest.raises(
+        ParamsError, match=r"-S prune\.channel_fraction: no trial reads it .*add -S prune\.method=channels"
+    ):
+        space.check_space(PARAMS, space.parse_space(["prune.channel_fraction=0.2:0.7"]))
+    with pytest.raises(
+        ParamsError, match=r"-S prune\.final_sparsity: no trial reads it .*add -S prune\.method=magnitude"
+    ):
+        space.expand(PARAMS, space.parse_space(["prune.final_sparsity=0.5,0.6", "prune.method=channels"]))
+    # Read by the trials of one method, the axis stands.
+    space.check_space(PARAMS, space.parse_space(["prune.channel_fraction=0.2:0.7", "prune.method=channels"]))
+    assert (
+        len(
+            space.expand(
+                PARAMS, space.parse_space(["prune.method=magnitude,channels", "prune.channel_fraction=0.3,0.5"])
+            ).trials
+        )
+        == 4
+    )

@@ -113,6 +113,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Layout:
         (["-S", "prune.no_such_knob=1,2"], "unknown key 'prune.no_such_knob'"),
         (["-S", "prune.method=magnitude,filters"], "in grid point prune.method=filters"),
         (["-S", "prune.final_sparsity="], "no values"),
+        (["-S", "prune.channel_fraction=0.2:0.7", "--search", "optuna", "--trials", "2"], "no trial reads it"),
         (["-S", "prune.final_sparsity=0.5,1.5"], "in grid point prune.final_sparsity=1.5"),
         (["-S", "gate.min_accuracy=0.5,0.99"], "a sweep cannot vary gate.*"),
         (["-S", "prune.final_sparsity=0.5:0.9"], "a range is for a sampler"),
