@@ -113,15 +113,16 @@ class PruneParams(_Section):
     """Magnitude pruning (tfmot's PolynomialDecay schedule) or channel pruning, then fine-tuning.
 
     Each method reads its own keys and ignores the other's: `magnitude` reads initial_sparsity,
-    final_sparsity, frequency and min_layer_weights; `channels` reads channel_fraction and
-    channel_multiple. Every key is still range-checked (a typo is an error whichever method runs);
-    the rules between keys apply only to the method that reads them.
+    final_sparsity, frequency and min_layer_weights; `channels` reads channel_fraction,
+    channel_multiple, distill_weight and distill_temperature. Every key is still range-checked (a
+    typo is an error whichever method runs); the rules between keys apply only to the method that
+    reads them.
     """
 
     # The keys each method reads (and the other ignores).
     METHOD_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
         "magnitude": ("initial_sparsity", "final_sparsity", "frequency", "min_layer_weights"),
-        "channels": ("channel_fraction", "channel_multiple"),
+        "channels": ("channel_fraction", "channel_multiple", "distill_weight", "distill_temperature"),
     }
 
     enabled: bool
@@ -132,6 +133,8 @@ class PruneParams(_Section):
     min_layer_weights: int = Field(ge=0)
     channel_fraction: float = Field(ge=0.0, lt=1.0)
     channel_multiple: int = Field(ge=1, le=1024)
+    distill_weight: float = Field(ge=0.0, le=1.0)
+    distill_temperature: float = Field(ge=1.0, le=100.0)
     epochs: int = Field(ge=1, le=10_000)
     learning_rate: float = Field(gt=0.0, le=1.0)
 

@@ -78,22 +78,32 @@ class Images:
         """The first `count` images."""
         return self.subset(np.arange(min(count, len(self))))
 
-    def batches(self, batch_size: int, shuffle_seed: int | None = None, labels: bool = True) -> Any:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle_seed: int | None = None,
+        labels: bool = True,
+        targets: np.ndarray | None = None,
+    ) -> Any:
         """A tf.data pipeline of (pixels, labels) batches (pixels only with labels=False).
 
         With `shuffle_seed`, the order changes every epoch, the same way on every run: the paths
-        are shuffled whole (strings, cheap), then decoded.
+        are shuffled whole (strings, cheap), then decoded. `targets` (one row per image, e.g. a
+        teacher model's probabilities) ride along: (pixels, labels, targets), shuffled together.
         """
         import tensorflow as tf
 
         size, channels = self.image_size, self.channels
+        if targets is not None and len(targets) != len(self.paths):
+            raise ValueError(f"{len(targets)} target rows for {len(self.paths)} images")
 
-        def decode(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def decode(path: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
             image = decode_file(path, channels)
             image = tf.image.resize(image, (size, size))  # float32, bilinear; exact when the size is the same
-            return tf.ensure_shape(image, (size, size, channels)), label
+            return (tf.ensure_shape(image, (size, size, channels)), *rest)
 
-        dataset = tf.data.Dataset.from_tensor_slices((list(self.paths), self.labels))
+        columns = (list(self.paths), self.labels) if targets is None else (list(self.paths), self.labels, targets)
+        dataset = tf.data.Dataset.from_tensor_slices(columns)
         if self.decoded_bytes <= CACHE_BYTES:
             # A small split is decoded once and kept: re-reading a thousand tiny PNGs every epoch
             # would cost more than training on them.
@@ -105,7 +115,7 @@ class Images:
                 dataset = dataset.shuffle(len(self.paths), seed=shuffle_seed, reshuffle_each_iteration=True)
             dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if not labels:
-            dataset = dataset.map(lambda image, _label: image)
+            dataset = dataset.map(lambda image, *_rest: image)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -130,6 +130,22 @@ def test_channel_pruning_is_deterministic(trained: tuple[Layout, Params], channe
     assert (tmp_path / "again.keras").read_bytes() == channel_pruned.pruned_model.read_bytes()
 
 
+def test_the_unpruned_model_teaches_the_fine_tune_unless_its_weight_is_zero(
+    trained: tuple[Layout, Params], channel_pruned: Layout, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """prune.distill_weight is read: 0 fine-tunes on the labels alone, and that gives other weights."""
+    layout, _ = trained
+    assert repo_params(CHANNELS).prune.distill_weight > 0  # the fixture distilled
+    params = repo_params([*CHANNELS, "prune.distill_weight=0"])
+    fit, _ = images.load_fit_validation(layout, params.data)
+    labels_only, _ = prune_model(
+        load_model(layout.float_model), fit, params.prune, params.train.batch_size, params.train.seed
+    )
+    distilled = load_model(channel_pruned.pruned_model)
+    assert [w.shape for w in labels_only.get_weights()] == [w.shape for w in distilled.get_weights()]
+    assert any(not np.allclose(a, b) for a, b in zip(labels_only.get_weights(), distilled.get_weights(), strict=True))
+
+
 def test_a_layer_channel_pruning_cannot_follow_stops_the_stage_and_writes_nothing(
     trained: tuple[Layout, Params], tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
