@@ -168,8 +168,8 @@ def streaming_fix(off_chip: float | None, segments: int | None, source: str) -> 
     )
     return (
         f"{figure} of parameters would stream from host memory on every inference, {source}; fix: fewer output "
-        f"channels (channel pruning, prune.method: channels), a smaller train.alpha, or {split} to pipeline it "
-        "over several Edge TPUs"
+        "channels (channel pruning, prune.method: channels; or a narrower model: train.alpha for the MobileNets, "
+        f"train.conv_filters and train.dense_units for the cnn), or {split} to pipeline it over several Edge TPUs"
     )
 
 

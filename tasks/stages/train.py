@@ -163,11 +163,26 @@ def near_chance(params: TrainParams, result: TrainResult, validation: Images, fi
             "scale first, then try train.learning_rate 0.001 with more epochs"
         )
     else:
-        causes = (
-            f"likely causes: {rate}, {epochs}, or {data}; try train.learning_rate 0.002 (0.001 to 0.003), "
-            "train.lr_schedule cosine and more epochs, or more images"
-        )
+        causes = f"likely causes: {rate}, {epochs}, or {data}; {rate_advice(params.learning_rate)}"
     return f"{head}; {causes}; stopped before compression (train.stop_near_chance: false goes on anyway)"
+
+
+# Where the built-in models train (the cnn at 0.002, the default; MobileNet from scratch at 0.002
+# with a cosine schedule: README, "Your own model").
+USUAL_RATES = (0.001, 0.003)
+
+
+def rate_advice(rate: float) -> str:
+    """What to try for a built-in model at chance, given the learning rate it was trained at."""
+    low, high = USUAL_RATES
+    if rate > high:
+        return f"try a lower train.learning_rate, 0.002 ({low:g} to {high:g}), then more epochs"
+    if rate < low:
+        return f"try a higher train.learning_rate, 0.002 ({low:g} to {high:g}), then more epochs"
+    return (
+        f"the rate is in the usual range ({low:g} to {high:g}), so try train.lr_schedule cosine with more epochs, "
+        "or more images"
+    )
 
 
 def check_given_model(layout: Layout, params: Params) -> None:

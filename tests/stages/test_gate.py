@@ -109,7 +109,8 @@ def test_streaming_parameters_fail_with_the_figure_and_the_fixes_in_one_line() -
     assert [check.name for check in result.failed] == ["edgetpu_off_chip_bytes"]
     line = result.summary()
     assert "\n" not in line and line.startswith("gate failed: edgetpu_off_chip_bytes")
-    for part in ("2.62MiB of parameters", "from the compiler", "prune.method: channels", "train.alpha",
+    for part in ("2.62MiB of parameters", "from the compiler", "prune.method: channels",
+                 "train.alpha for the MobileNets", "train.conv_filters and train.dense_units for the cnn",
                  "edgetpu_compiler --num_segments 2"):  # fmt: skip
         assert part in line, part
     fits = evaluate_gate(variants(), gate_params(), None, {**edgetpu, "off_chip_bytes": 0})

@@ -144,3 +144,16 @@ def test_a_given_model_below_the_gate_stops_before_compression(trained: tuple[La
     train.check_given_model(
         layout, params.model_copy(update={"gate": params.gate.model_copy(update={"min_accuracy": None})})
     )
+
+
+@pytest.mark.parametrize(
+    ("rate", "advice"),
+    [
+        (0.05, "try a lower train.learning_rate, 0.002"),
+        (1e-6, "try a higher train.learning_rate, 0.002"),
+        (0.002, "the rate is in the usual range"),
+    ],
+)
+def test_the_at_chance_advice_follows_the_rate_that_was_used(rate: float, advice: str) -> None:
+    """Not 'try 0.002' to a model trained at 0.002: past the usual range the rate moves, inside it the epochs."""
+    assert train.rate_advice(rate).startswith(advice)
