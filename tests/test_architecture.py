@@ -146,3 +146,35 @@ def test_every_package_says_in_its_first_line_what_lives_there() -> None:
         if not ast.get_docstring(ast.parse(init.read_text()))
     ]
     assert silent == []
+
+
+# A stage module's own imports that may change without its outputs changing, so they are not DVC
+# deps of its stage: each with the reason.
+NOT_DEPS = {
+    # check_prunable builds a file:/python: model before a run starts; the stage never calls it.
+    ("prune", "tasks/stages/models.py"): "used before the run, not by the stage",
+}
+
+
+def test_every_module_a_stage_imports_is_among_its_dvc_deps() -> None:
+    """A stage's code is its deps: a module it imports (distill.py for prune, say) that dvc.yaml does
+    not list would change the stage's outputs while `dvc repro` and the flow's plan call it up to date."""
+    import yaml
+
+    from tasks.stages import STAGES
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, function in STAGES.items():
+        module = modules()[function.__module__]
+        deps = [Path(dep) for dep in stages[name]["deps"]]
+        assert module.relative_to(REPO) in deps or any(module.relative_to(REPO).is_relative_to(d) for d in deps)
+        for dotted in sorted(imported(module)):
+            path = modules().get(dotted)
+            if path is None or path.name == "__init__.py" or not dotted.startswith("tasks.stages."):
+                continue
+            relative = path.relative_to(REPO)
+            covered = any(relative == dep or relative.is_relative_to(dep) for dep in deps)
+            if not covered and (name, relative.as_posix()) not in NOT_DEPS:
+                missing.append(f"{name}: {relative}")
+    assert not missing, missing
