@@ -220,6 +220,20 @@ def check_read(raw: dict[str, Any], space: Space) -> None:
             )
 
 
+def ignored(params: Params, key: str) -> str:
+    """Why a trial with these settings does not read `key`, as the start of a phrase ending in it ('' when it does)."""
+    from tasks.params import PruneParams
+
+    section, _, name = key.partition(".")
+    if section in ("prune", "cluster") and name != "enabled" and not getattr(params, section).enabled:
+        return f"{section}.enabled: false ignores"
+    if section == "prune":
+        own = PruneParams.METHOD_KEYS[params.prune.method]
+        if name not in own and any(name in keys for keys in PruneParams.METHOD_KEYS.values()):
+            return f"prune.method: {params.prune.method} ignores"
+    return ""
+
+
 def check_space(params_file: Path, space: Space) -> None:
     """Every value of every axis, and both ends of every range, valid with the rest of params.yaml."""
     raw = base_params(params_file)
@@ -236,7 +250,9 @@ def check_space(params_file: Path, space: Space) -> None:
 def expand(params_file: Path, space: Space) -> Grid:
     """Every grid point as a Trial, each validated with the whole params file before any runs.
 
-    Points that validate to the same settings (e.g. 8 and 8.0 for an integer) run once, and say so.
+    Points that validate to the same settings (e.g. 8 and 8.0 for an integer), or that differ only
+    in keys their own settings ignore (prune.channel_fraction under prune.method: magnitude), run
+    once, and say so.
     """
     ranged = [axis.describe() for axis in space.axes if axis.is_range]
     if ranged:
@@ -255,10 +271,15 @@ def expand(params_file: Path, space: Space) -> Grid:
         except ParamsError as error:
             raise ParamsError(f"{error} (in grid point {' '.join(overrides)})") from None
         flat = params.flat()
-        signature = tuple(json.dumps(flat[key], sort_keys=True, default=str) for key in space.keys)
+        # A key the trial's own settings ignore is no difference: left out of the comparison.
+        unread = {key: why for key in space.keys if (why := ignored(params, key))}
+        signature = tuple(
+            None if key in unread else json.dumps(flat[key], sort_keys=True, default=str) for key in space.keys
+        )
         name = f"t{len(trials) + 1:02d}"
         if signature in seen:
-            notes.append(f"grid point {' '.join(overrides)} is {seen[signature]} once validated; it runs once")
+            why = "; ".join(f"{reason} {key}" for key, reason in unread.items()) or "once validated"
+            notes.append(f"grid point {' '.join(overrides)} is {seen[signature]} ({why}); it runs once")
             continue
         seen[signature] = name
         trials.append(Trial(name, overrides))

@@ -75,7 +75,7 @@ def test_duplicate_values_run_once_and_say_so() -> None:
         ("cluster.number_of_clusters=8",),
         ("cluster.number_of_clusters=16",),
     ]
-    assert any("is t01 once validated" in note for note in merged.notes)
+    assert any("is t01 (once validated); it runs once" in note for note in merged.notes)
     assert space.parse_space(["cluster.enabled=true,1"]).axes[0].choices == (True, 1)  # not the same setting
 
 
@@ -127,11 +127,19 @@ def test_an_axis_no_trial_reads_is_refused() -> None:
         space.expand(PARAMS, space.parse_space(["prune.final_sparsity=0.5,0.6", "prune.method=channels"]))
     # Read by the trials of one method, the axis stands.
     space.check_space(PARAMS, space.parse_space(["prune.channel_fraction=0.2:0.7", "prune.method=channels"]))
-    assert (
-        len(
-            space.expand(
-                PARAMS, space.parse_space(["prune.method=magnitude,channels", "prune.channel_fraction=0.3,0.5"])
-            ).trials
-        )
-        == 4
+    crossed = space.expand(
+        PARAMS, space.parse_space(["prune.method=magnitude,channels", "prune.channel_fraction=0.3,0.5"])
     )
+    # Magnitude ignores the fraction: its two grid points are one trial (they ran twice, identical).
+    assert [t.overrides for t in crossed.trials] == [
+        ("prune.method=magnitude", "prune.channel_fraction=0.3"),
+        ("prune.method=channels", "prune.channel_fraction=0.3"),
+        ("prune.method=channels", "prune.channel_fraction=0.5"),
+    ]
+    assert crossed.notes == [
+        "grid point prune.method=magnitude prune.channel_fraction=0.5 is t01 "
+        "(prune.method: magnitude ignores prune.channel_fraction); it runs once"
+    ]
+    # The same with the stage switched off: prune.enabled false reads no other prune key.
+    off = space.expand(PARAMS, space.parse_space(["prune.enabled=false,true", "prune.final_sparsity=0.5,0.8"]))
+    assert len(off.trials) == 3 and "prune.enabled: false ignores prune.final_sparsity" in off.notes[0]
