@@ -125,6 +125,7 @@ def sweep_flow(project: str, search: sweep.Search, threads: int | None = None) -
             else:
                 outcomes, new, line = run_study(layout, params, search, scratch, threads, champion_accuracy, models)
         floats = [model.result() if hasattr(model, "result") else model for model in models.values()]
+        sweep.prune_float_cache(layout.root, {model.spec.key for model in floats})
         best = sweep.judge(outcomes, params, champion_accuracy, search.constraints)
         written = answer.write_answer(layout, outcomes, search.space.keys, search.constraints, best)
         tags = {"sweep.space": search.space.describe(), "sweep.search": search.method, "sweep.study": search.study}

@@ -23,6 +23,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SWEEP_PREFIX = "sweep-"
+# The folder of .dvc/tmp where sweeps keep float models (tasks/search/sweep.py FLOAT_CACHE).
+FLOAT_MODELS = "float-models"
 _OWN = "edgecompress-tmp-"
 _own: Path | None = None
 
@@ -68,8 +70,17 @@ def remove_own_tmp() -> None:
 
 
 def clear_sweeps(root: Path) -> None:
-    """Remove the scratch folders of sweeps that died (call with the project lock held: no sweep runs)."""
-    for folder in (root / ".dvc" / "tmp").glob(f"{SWEEP_PREFIX}*"):
+    """Remove what sweeps that died left (call with the project lock held: no sweep runs).
+
+    Their scratch folders, and the staging folders of float models they were training: a float model
+    is trained beside the cache (`.dvc/tmp/float-models/.<key>-*`) and renamed into it when complete.
+    """
+    tmp = root / ".dvc" / "tmp"
+    for folder in tmp.glob(f"{SWEEP_PREFIX}*"):
         if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
             log.warning("removed %s: the scratch folder of a sweep that did not finish", folder.name)
+    for folder in (tmp / FLOAT_MODELS).glob(".*-*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("removed %s/%s: a float model a sweep did not finish training", FLOAT_MODELS, folder.name)

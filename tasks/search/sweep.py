@@ -3,9 +3,10 @@
 A point of the search (tasks/search/space.py) may set the float model's settings (train.*,
 data.image_size, data.channels) and the compression stages' (prune, cluster, quantize, evaluate,
 edgetpu). Each distinct float model, named by a hash of its settings and their code, is prepared and
-trained once into a folder of its own under `.dvc/tmp/float-models/` (kept: a later sweep or a
-resumed study finds it there); each trial then runs the stages after training in a scratch folder
-whose data and float model are that folder's, with its settings laid over params.yaml. Both take
+trained once into a folder of its own under `.dvc/tmp/float-models/` (kept, the most recently used
+FLOAT_CACHE_KEEP of them: a later sweep or a resumed study finds it there); each trial then runs the
+stages after training in a scratch folder whose data and float model are that folder's, with its
+settings laid over params.yaml. Both take
 paths and settings and return numbers, so they run in any process that sees the project folder: a
 Dask worker here, or on a team's cluster with a shared file system.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from tasks.bookkeeping.scratch import FLOAT_MODELS
 from tasks.layout import Layout
 from tasks.params import Params, apply_overrides, parse_params, read_params_file
 from tasks.search.space import Space, Trial, float_key
@@ -45,7 +47,11 @@ log = logging.getLogger(__name__)
 TRIAL_STAGES = ("prune", "cluster", "quantize", "evaluate", "edgetpu")
 FLOAT_STAGES = ("prepare", "train")
 # Where float models are kept between sweeps. Not a sweep-* scratch folder: those go when a sweep ends.
-FLOAT_CACHE = Path(".dvc") / "tmp" / "float-models"
+FLOAT_CACHE = Path(".dvc") / "tmp" / FLOAT_MODELS
+# How many float models a sweep leaves there: the most recently used (at least all of its own). Each
+# holds its prepared data and model (a few MB for the digits, the images' size for a folder), so a
+# cache that only grew would fill the disk over a season of sweeps; retraining one costs a minute or so.
+FLOAT_CACHE_KEEP = 8
 # What a trial records, in the table's order.
 METRICS = (
     "accuracy",
@@ -269,8 +275,35 @@ def cached_float(root: Path, spec: FloatSpec) -> FloatModel | None:
     """The float model if an earlier sweep (or study) trained it; None otherwise."""
     layout = float_folder(root, spec.key)
     if layout.float_model.is_file() and layout.train_report.is_file():
+        os.utime(layout.root)  # used now: the cache keeps the most recently used (prune_float_cache)
         return FloatModel(spec, str(layout.root), "cached")
     return None
+
+
+def prune_float_cache(root: Path, used: set[str], keep: int = FLOAT_CACHE_KEEP) -> list[str]:
+    """Remove the cached float models beyond the `keep` most recently used, never one in `used`; their keys.
+
+    Call it with the project lock held, after the sweep's float models exist. A folder's time is
+    when it was trained or last found in the cache.
+    """
+    folder = root / FLOAT_CACHE
+    if not folder.is_dir():
+        return []
+    entries = sorted(
+        (entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        key=lambda entry: entry.stat().st_mtime,
+        reverse=True,
+    )
+    kept, removed = 0, []
+    for entry in entries:
+        if entry.name in used or kept < keep:
+            kept += 1
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    if removed:
+        log.info("removed %d cached float model(s) no sweep used recently (kept: the newest %d)", len(removed), kept)
+    return removed
 
 
 def anchored(raw: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -312,6 +345,7 @@ def train_float(root: Path, spec: FloatSpec, threads: int | None = None) -> Floa
             STAGES[name](Layout(staging), params)
         try:
             staging.rename(final.root)
+            os.utime(final.root)  # trained now (prune_float_cache keeps the most recently used)
         except OSError:  # another process trained the same model meanwhile: keep theirs
             shutil.rmtree(staging, ignore_errors=True)
         seconds = round(time.perf_counter() - started, 2)

@@ -222,5 +222,11 @@ def test_a_damaged_leftover_is_named(root: Path, damaged: str, content: str) -> 
 def test_the_next_run_removes_a_dead_sweeps_scratch_folder(root: Path) -> None:
     scratch = root / ".dvc" / "tmp" / "sweep-dead"
     (scratch / "t01").mkdir(parents=True)
+    # A float model the dead sweep was training, staged beside the cache; the cached ones stay.
+    staging = root / ".dvc" / "tmp" / "float-models" / ".0123abcd-x1y2"
+    cached = root / ".dvc" / "tmp" / "float-models" / "0123abcd"
+    (staging / "data").mkdir(parents=True)
+    (cached / "data").mkdir(parents=True)
     with project_lock(root, wait_s=0):
-        assert not scratch.exists()
+        assert not scratch.exists() and not staging.exists()
+        assert cached.is_dir()

@@ -132,6 +132,30 @@ def test_bad_sweeps_stop_before_any_trial(project: Layout, args: list[str], mess
     assert not (project.root / sweep.FLOAT_CACHE).exists()
 
 
+def test_the_float_cache_keeps_the_most_recently_used_and_every_one_this_sweep_used(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / sweep.FLOAT_CACHE
+    for age, key in enumerate(["k0", "k1", "k2", "k3", "k4"]):  # k0 the newest
+        (folder / key).mkdir(parents=True)
+        os.utime(folder / key, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    (folder / ".k5-staging").mkdir()  # another process's float model in training: not the cache's to judge
+    removed = sweep.prune_float_cache(tmp_path, used={"k4"}, keep=2)  # the newest two, and the one in use
+    assert sorted(removed) == ["k2", "k3"]
+    assert sorted(p.name for p in folder.iterdir()) == [".k5-staging", "k0", "k1", "k4"]
+    assert sweep.prune_float_cache(tmp_path / "nowhere", used=set()) == []
+    # Found in the cache is used: a lookup makes the oldest the newest.
+    layout = Layout(folder / "k4")
+    layout.float_model.parent.mkdir(parents=True)
+    layout.float_model.write_bytes(b"model")
+    layout.train_report.parent.mkdir(parents=True, exist_ok=True)
+    layout.train_report.write_text("{}")
+    os.utime(folder / "k4", (1, 1))
+    spec = sweep.FloatSpec("k4", ())
+    assert sweep.cached_float(tmp_path, spec) is not None
+    assert sorted(sweep.prune_float_cache(tmp_path, used=set(), keep=1)) == ["k0", "k1"]
+
+
 def float_models(project: Layout) -> list[str]:
     folder = project.root / sweep.FLOAT_CACHE
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
