@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import EdgecompressError, ParamsError
-from tasks.search.space import Space, Trial, override, validated
+from tasks.search.space import Space, Trial, ignored, override, validated
 from tasks.search.sweep import METRICS, Constraints, Outcome
 
 if TYPE_CHECKING:
@@ -178,19 +178,32 @@ def distributions(space: Space) -> dict[str, Any]:
     return made
 
 
+# Keys that decide whether others are read at all (space.ignored): sampled first.
+SWITCHES = ("prune.enabled", "prune.method", "cluster.enabled")
+
+
 def ask(study: optuna.Study, space: Space, count: int, raw: dict[str, Any]) -> list[Asked]:
-    """`count` new points, each checked with the whole params file (a point that is not valid is not run)."""
+    """`count` new points, each checked with the whole params file (a point that is not valid is not run).
+
+    A conditional space, as Optuna's define-by-run API allows: the switches first, then only the keys
+    the point's own settings read. A channel fraction is not drawn for a magnitude trial, which would
+    otherwise repeat one model under several values and teach the sampler that the fraction matters.
+    """
     asked = []
     made = distributions(space)
+    order = sorted(space.axes, key=lambda axis: axis.key not in SWITCHES)  # stable: the rest as given
     for _ in range(count):
-        trial = study.ask(made)
-        overrides = []
-        for axis in space.axes:
-            value = trial.params[axis.key]
+        trial = study.ask()
+        chosen: dict[str, str] = {}
+        for axis in order:
+            if axis.key not in SWITCHES and _unread(raw, list(chosen.values()), axis.key):
+                continue
+            value = _suggest(trial, axis.key, made[axis.key])
             if axis.kind == "float":
-                overrides.append(override(axis.key, round(float(value), 6)))
+                chosen[axis.key] = override(axis.key, round(float(value), 6))
             else:
-                overrides.append(f"{axis.key}={value}")
+                chosen[axis.key] = f"{axis.key}={value}"
+        overrides = [chosen[axis.key] for axis in space.axes if axis.key in chosen]
         spec = Trial(f"t{trial.number + 1:02d}", tuple(overrides), number=trial.number)
         try:
             validated(raw, spec.overrides)
@@ -198,6 +211,25 @@ def ask(study: optuna.Study, space: Space, count: int, raw: dict[str, Any]) -> l
         except ParamsError as error:
             asked.append(Asked(trial.number, spec, error=str(error), handle=trial))
     return asked
+
+
+def _unread(raw: dict[str, Any], overrides: list[str], key: str) -> bool:
+    """Whether the point so far leaves `key` unread (a point not valid so far samples everything)."""
+    try:
+        return bool(ignored(validated(raw, overrides), key))
+    except ParamsError:
+        return False
+
+
+def _suggest(trial: optuna.Trial, key: str, distribution: Any) -> Any:
+    """One value of `distribution` for `key`, through the trial's public suggest API."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(key, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(key, distribution.low, distribution.high)
+    return trial.suggest_float(key, distribution.low, distribution.high)
 
 
 def runnable(asked: list[Asked]) -> list[Trial]:

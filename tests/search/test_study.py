@@ -106,3 +106,20 @@ def test_a_point_that_is_not_valid_fails_without_running(tmp_path: Path) -> None
 def test_batches_cover_the_budget() -> None:
     assert study.batches(5, 2) == [2, 2, 1]
     assert study.batches(4, 8) == [4]
+
+
+def test_a_key_the_points_own_settings_ignore_is_not_sampled(tmp_path: Path) -> None:
+    """A channel fraction drawn for a magnitude trial repeated one model under several values."""
+    searched = space.parse_space(["prune.channel_fraction=0.2:0.7", "prune.method=magnitude,channels"])
+    raw = space.base_params(REPO / "params.yaml")
+    made = study.open_study(f"sqlite:///{tmp_path / 'o.db'}", "s", searched, "latency", "random", batch=12, seed=5)
+    asked = study.ask(made, searched, 12, raw)
+    methods = [a.trial.value("prune.method") for a in asked]
+    assert set(methods) == {"magnitude", "channels"}  # both drawn in 12
+    for point in asked:
+        fraction = point.trial.value("prune.channel_fraction")
+        if point.trial.value("prune.method") == "channels":
+            assert fraction and 0.2 <= float(fraction) <= 0.7
+            assert point.trial.overrides[0].startswith("prune.channel_fraction=")  # the order given
+        else:
+            assert fraction == "" and "prune.channel_fraction" not in point.handle.params
