@@ -285,9 +285,10 @@ def test_failed_stage_marks_the_run_failed_and_keeps_outputs(project: Layout, fi
 
 
 def test_channel_pruning_runs_through_clustering_qat_the_gate_and_the_registry(
-    project: Layout, first: RunReport
+    project: Layout, first: RunReport, prefect_api: str
 ) -> None:
-    """prune.method: channels makes a smaller dense model every later step takes as any model."""
+    """prune.method: channels makes a smaller dense model every later step takes as any model, and
+    `reproduce` rebuilds it byte for byte in another process (the distilled fine-tune included)."""
     saved = project.params_file.read_text()
     write_overrides(
         project.params_file,
@@ -320,3 +321,8 @@ def test_channel_pruning_runs_through_clustering_qat_the_gate_and_the_registry(
     changed = registry.diff(report.tracking_uri, MODEL, "1", report.version.version)
     assert changed["shipped"]["param_bytes"] == [before["param_bytes"], shipped["param_bytes"]]
     assert changed["params"]["prune.method"] == ["magnitude", "channels"]
+    version = report.version.version
+    result = edgecompress("reproduce", version, cwd=project.root, prefect_api=prefect_api)
+    assert result.returncode == 0, result.stderr[-3000:]
+    md5 = registry.client(report.tracking_uri).get_model_version(MODEL, version).tags["model.md5"]
+    assert f"identical: data/tflite/model_int8.tflite md5 {md5} is version {version}'s" in result.stdout
