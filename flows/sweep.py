@@ -95,9 +95,15 @@ def run_study(
     )
     raw = read_params_file(layout.params_file)
     new: list[sweep.Outcome] = []
+    # Settings measured already (this study's earlier trials, then this sweep's): a point drawn again
+    # reuses the measurement rather than run the same deterministic stages twice.
+    measured = {outcome.trial.overrides: outcome for outcome in studies.earlier(study, set()) if outcome.status == "ok"}
     for size in studies.batches(search.trials, search.batch):
         asked = studies.ask(study, search.space, size, raw)
-        ran = run_points(layout.root, scratch, studies.runnable(asked), threads, models)
+        points = studies.runnable(asked)
+        ran = run_points(layout.root, scratch, sweep.unmeasured(points, measured), threads, models)
+        ran = sweep.with_repeats(points, ran, measured)
+        measured.update({o.trial.overrides: o for o in ran if o.status == "ok" and o.trial.overrides not in measured})
         for point, outcome in studies.pair(asked, ran):
             sweep.assess(outcome, params, champion_accuracy, search.constraints)
             studies.tell(study, point, outcome, search.objective, search.constraints)

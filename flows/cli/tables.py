@@ -153,7 +153,7 @@ def print_sweep(report: SweepReport, root: Path) -> None:
         m = outcome.metrics
         trials.add_row(
             ("* " if outcome.best else "") + outcome.trial.name,
-            outcome.trial.settings,
+            outcome.trial.settings + (f" (= {outcome.same_as}, not run again)" if outcome.same_as else ""),
             f"{m['accuracy']:.4f}",
             number(m.get("param_bytes"), ","),
             number(m.get("macs"), ","),

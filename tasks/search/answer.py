@@ -25,6 +25,7 @@ def columns(keys: tuple[str, ...]) -> list[str]:
         "pareto_param_bytes",
         "pareto_latency",
         "seconds",
+        "same_as",
         "settings",
         "error",
     ]

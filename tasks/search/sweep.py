@@ -19,6 +19,7 @@ constraint (then the smaller in parameter bytes).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -186,6 +187,7 @@ class Outcome:
     pareto_latency: bool = False
     best: bool = False
     seconds: float = 0.0
+    same_as: str = ""  # a sampled point with the settings of one measured before: that trial's name
 
     @property
     def feasible(self) -> bool:
@@ -212,9 +214,51 @@ class Outcome:
             "pareto_param_bytes": self.pareto_params,
             "pareto_latency": self.pareto_latency,
             "seconds": self.seconds,
+            "same_as": self.same_as,
             "settings": self.trial.settings,
             "error": self.error,
         }
+
+    def repeated_as(self, trial: Trial) -> Outcome:
+        """This outcome for `trial`, which has the same settings: the same measurements, nothing run.
+
+        Every stage is seeded and deterministic, so running the settings again would measure the same
+        model; a sampler that draws them again (a magnitude trial has no channel fraction to vary) is
+        told the same numbers.
+        """
+        return Outcome(
+            trial,
+            self.status,
+            copy.deepcopy(self.metrics),
+            self.error,
+            self.gate,
+            list(self.unmet),
+            self.float_key,
+            same_as=self.same_as or self.trial.name,
+        )
+
+
+def unmeasured(points: list[Trial], measured: dict[tuple[str, ...], Outcome]) -> list[Trial]:
+    """The points to run: the first of each setting not measured yet, in the order asked."""
+    seen, fresh = set(measured), []
+    for point in points:
+        if point.overrides not in seen:
+            seen.add(point.overrides)
+            fresh.append(point)
+    return fresh
+
+
+def with_repeats(points: list[Trial], ran: list[Outcome], measured: dict[tuple[str, ...], Outcome]) -> list[Outcome]:
+    """An outcome for every point, in order: what it ran, or the earlier measurement of its settings."""
+    by_settings = {outcome.trial.overrides: outcome for outcome in ran}
+    outcomes = []
+    for point in points:
+        first = by_settings.get(point.overrides)
+        if first is not None and first.trial.name == point.name:
+            outcomes.append(first)
+        else:
+            outcomes.append((measured.get(point.overrides) or by_settings[point.overrides]).repeated_as(point))
+    return outcomes
 
 
 def _cell(value: Any) -> Any:

@@ -132,6 +132,35 @@ def test_bad_sweeps_stop_before_any_trial(project: Layout, args: list[str], mess
     assert not (project.root / sweep.FLOAT_CACHE).exists()
 
 
+def test_a_sampled_point_with_settings_measured_before_reuses_the_measurement() -> None:
+    """A sampler draws a magnitude trial again and again (it has no other key to vary): run once, told alike."""
+    magnitude = ("prune.method=magnitude",)
+    points = [
+        Trial("t05", magnitude, number=4),
+        Trial("t06", ("prune.method=channels", "prune.channel_fraction=0.3"), number=5),
+        Trial("t07", ("prune.method=channels", "prune.channel_fraction=0.3"), number=6),
+        Trial("t08", ("prune.method=channels", "prune.channel_fraction=0.5"), number=7),
+    ]
+    earlier = sweep.Outcome(Trial("t02", magnitude, number=1), "ok", {"accuracy": 0.99, "param_bytes": 30_896})
+    earlier.gate = "passed"
+    measured = {earlier.trial.overrides: earlier}
+    fresh = sweep.unmeasured(points, measured)
+    assert [point.name for point in fresh] == ["t06", "t08"]  # the first of each new setting
+    ran = [
+        sweep.Outcome(Trial("t06", fresh[0].overrides, number=5), "ok", {"accuracy": 0.98}, seconds=3.0),
+        sweep.Outcome(Trial("t08", fresh[1].overrides, number=7), "failed", error="boom", seconds=1.0),
+    ]
+    outcomes = sweep.with_repeats(points, ran, measured)
+    assert [o.trial.name for o in outcomes] == ["t05", "t06", "t07", "t08"]
+    assert [o.same_as for o in outcomes] == ["t02", "", "t06", ""]
+    assert outcomes[0].metrics == earlier.metrics and outcomes[0].gate == "passed" and outcomes[0].seconds == 0.0
+    assert outcomes[0].metrics is not earlier.metrics  # a copy: judging one does not touch the other
+    assert outcomes[2].metrics == {"accuracy": 0.98} and outcomes[2].trial.number == 6
+    assert outcomes[3].status == "failed"
+    row = outcomes[2].row(("prune.method",))
+    assert row["same_as"] == "t06" and "same_as" in answer.columns(("prune.method",))
+
+
 def test_the_float_cache_keeps_the_most_recently_used_and_every_one_this_sweep_used(tmp_path: Path) -> None:
     import os
 
