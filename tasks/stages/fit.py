@@ -24,15 +24,21 @@ def keras() -> Any:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic.
+    """Seed Python, NumPy and TensorFlow, make TensorFlow's ops deterministic, restart Keras's layer names.
 
-    With both, the same inputs give byte-identical weights on the same machine (another CPU may
+    With all three, the same inputs give byte-identical files on the same machine (another CPU may
     still round differently). Op determinism makes TensorFlow pick deterministic kernels where an
-    op has several; docs/ARCHITECTURE.md records what that costs.
+    op has several; docs/ARCHITECTURE.md records what that costs. Keras names a layer built without
+    a name from a per-process counter (tfmot's QAT splits a SeparableConv2D into `depthwise_conv2d_2`
+    and `conv2d_2` after two earlier QAT models in the process), and the names reach the .tflite's
+    tensor names: without the restart, a model built in a long-lived process (a test session, a
+    worker) differed from its rebuild by `reproduce` in names alone. Call it before building layers.
     """
     import tensorflow as tf
 
-    keras().utils.set_random_seed(seed)
+    k = keras()
+    k.utils.set_random_seed(seed)
+    k.backend.reset_uids()
     tf.config.experimental.enable_op_determinism()
 
 

@@ -352,6 +352,7 @@ def qat_model(
     from tasks.stages.fit import compile_model, epoch_logger, seed_everything
 
     quantization = tfmot.quantization.keras
+    seed_everything(seed)  # before the QAT model's layers exist: their automatic names restart too
     annotated = _annotated(model, params.qat_layers)
     scope = {
         "_KernelQuantizeConfig": _kernel_quantize_config(),
@@ -370,7 +371,6 @@ def qat_model(
                 quantized = quantization.quantize_apply(annotated)
     except (RuntimeError, ValueError) as error:
         raise QATUnsupported(_unsupported(str(error))) from None
-    seed_everything(seed)
     compile_model(quantized, params.qat_learning_rate)
     quantized.fit(
         train.batches(batch_size, shuffle_seed=seed),

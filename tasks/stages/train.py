@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,8 @@ class TrainResult:
     epochs: int
     train_accuracy: float | None  # None: not trained here (train.epochs 0)
     validation_accuracy: float
-    seconds: float
+    # No wall time here: train.json is a DVC out that `reproduce` compares byte for byte, and the
+    # stage's seconds are recorded beside the run (MLflow's seconds.train, the time table).
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -67,9 +67,8 @@ def train_model(built: Built, train: Images, params: TrainParams, validation: Im
             measured,
             len(validation),
         )
-        return TrainResult(int(model.count_params()), 0, None, round(measured, 6), 0.0)
+        return TrainResult(int(model.count_params()), 0, None, round(measured, 6))
     seed_everything(params.seed)
-    started = time.perf_counter()
     curves: dict[str, list[float]] = {}
     transfer = bool(params.weights) and built.backbone_layers > 0
     phases = [("train", params.epochs, params.learning_rate, built.backbone_layers if transfer else 0)]
@@ -102,7 +101,6 @@ def train_model(built: Built, train: Images, params: TrainParams, validation: Im
         epochs=params.epochs + (params.fine_tune_epochs if len(phases) > 1 else 0),
         train_accuracy=curves["accuracy"][-1],
         validation_accuracy=round(curves["val_accuracy"][-1], 6),
-        seconds=round(time.perf_counter() - started, 3),
         history=curves,
     )
 
