@@ -17,7 +17,6 @@ before anything trains.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -533,7 +532,7 @@ def _builder(root: Path, module_name: str, function_name: str) -> Callable[..., 
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # the user's code lives in the project folder
     try:
-        module = importlib.import_module(module_name)
+        module = _fresh_module(module_name)
     except (Exception, SystemExit) as error:  # the module's own code runs here, sys.exit() included
         if isinstance(error, SystemExit):
             reason = f"sys.exit({echo(error.code)})"
@@ -544,6 +543,34 @@ def _builder(root: Path, module_name: str, function_name: str) -> Callable[..., 
     if not callable(function):
         raise StageError(f"train.model: {module_name} has no function {function_name!r}")
     return function
+
+
+def _fresh_module(module_name: str) -> Any:
+    """The module as its source reads now, executed anew even if this process imported it before.
+
+    The train stage re-runs when the builder's file changed (its md5 is in train.json), and must then
+    build with the new code: `import_module` would return the module already imported (a worker, a
+    test session), and even `reload` may take a stale .pyc, whose check is the file's mtime in whole
+    seconds and its size (Conv2D(24 -> Conv2D(20 within a second passes it).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {module_name!r}")
+    module = importlib.util.module_from_spec(spec)
+    get_source = getattr(spec.loader, "get_source", None)
+    source = get_source(module_name) if get_source else None
+    sys.modules[module_name] = module
+    try:
+        if source is None:  # no source to read (a compiled extension): load it the usual way
+            spec.loader.exec_module(module)
+        else:
+            exec(compile(source, spec.origin or module_name, "exec"), module.__dict__)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
 
 
 def source_of(spec: str) -> Callable[[tuple[int, int, int], int, TrainParams, Path], Built]:
