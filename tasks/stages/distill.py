@@ -16,7 +16,7 @@ the per-image constant in the logarithm cancels.
 The teacher's probabilities are computed once, in inference mode, before fine-tuning (Images
 carries them beside the labels and shuffles them together): the stages do not augment, so every
 epoch would ask the teacher the same question. That costs one forward pass over the training split
-instead of one per epoch, and the teacher never has to sit in memory beside the student's training.
+instead of one per step.
 """
 
 from __future__ import annotations
